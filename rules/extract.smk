@@ -1,0 +1,21 @@
+rule extract:
+    """Decode the first audio stream once: 16 kHz mono for analysis, full quality for the bed."""
+    input:
+        video=video_path,
+    output:
+        analysis="work/{name}/audio.wav",
+        source="work/{name}/source.wav",
+    log:
+        "logs/{name}/extract.log",
+    benchmark:
+        "benchmarks/{name}/extract.tsv"
+    params:
+        ffmpeg=config["ffmpeg"],
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=60,
+    conda:
+        "../envs/media.yaml"
+    script:
+        "../scripts/extract.py"

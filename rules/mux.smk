@@ -1,0 +1,22 @@
+rule mux:
+    """The deliverable: video copied, original audio and subtitle tracks, all tagged."""
+    input:
+        unpack(source_subtitles),
+        video=video_path,
+        transcript="work/{name}/transcript.json",
+    output:
+        mkv="out/{name}.mkv",
+    log:
+        "logs/{name}/mux.log",
+    benchmark:
+        "benchmarks/{name}/mux.tsv"
+    params:
+        ffmpeg=config["ffmpeg"],
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=60,
+    conda:
+        "../envs/media.yaml"
+    script:
+        "../scripts/mux.py"

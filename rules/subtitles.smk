@@ -1,0 +1,21 @@
+rule subtitles:
+    """Subtitle files (SubRip and WebVTT) in one language, cut to readable cues."""
+    input:
+        text=subtitle_text,
+    output:
+        srt="out/{name}.{lang}.srt",
+        vtt="out/{name}.{lang}.vtt",
+    log:
+        "logs/{name}/subtitles.{lang}.log",
+    benchmark:
+        "benchmarks/{name}/subtitles.{lang}.tsv"
+    params:
+        subtitles=lambda wc: settings_for(wc.name)["subtitles"],
+    threads: 1
+    resources:
+        mem_mb=300,
+        runtime=10,
+    conda:
+        "../envs/media.yaml"
+    script:
+        "../scripts/subtitles.py"

@@ -1,0 +1,23 @@
+# A checkpoint: with source_language "auto", the language it detects names the
+# source subtitle files (out/{name}.{lang}.srt), so the rest of the graph waits for it.
+checkpoint transcribe:
+    """Speech to text with word timestamps (faster-whisper, Silero VAD)."""
+    input:
+        audio="work/{name}/audio.wav",
+    output:
+        transcript="work/{name}/transcript.json",
+    log:
+        "logs/{name}/transcribe.log",
+    benchmark:
+        "benchmarks/{name}/transcribe.tsv"
+    params:
+        asr=lambda wc: settings_for(wc.name)["asr"],
+        language=lambda wc: settings_for(wc.name)["source_language"],
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=120,
+    conda:
+        "../envs/speech.yaml"
+    script:
+        "../scripts/transcribe.py"

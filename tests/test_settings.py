@@ -1,0 +1,133 @@
+"""Config validation, the samples sheet and preflight: every bad value is one sentence."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import settings
+from errors import ConfigError, InputError, ModelError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "config" / "schema.yaml"
+SHEET_SCHEMA = ROOT / "config" / "samples.schema.yaml"
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_shipped_config_is_valid(config):
+    settings.validate_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"colour": "red"}, "unknown key(s) 'colour'"),
+        ({"asr": {"beamsize": 5}}, "unknown key(s) 'beamsize' under 'asr'"),
+        ({"asr": {"compute_type": "int3"}}, "key 'asr.compute_type' is invalid"),
+        ({"asr": {"beam_size": 0}}, "key 'asr.beam_size' is invalid"),
+        ({"source_language": "English"}, "key 'source_language' is invalid"),
+        ({"target_languages": ["pt", "PT"]}, "key 'target_languages.1' is invalid"),
+        ({"ffmpeg": {"timeout_s": -1}}, "key 'ffmpeg.timeout_s' is invalid"),
+    ],
+)
+def test_bad_config_names_the_key(config, change, expected):
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    with pytest.raises(ConfigError) as caught:
+        settings.validate_config(config, SCHEMA)
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_inputs_are_discovered_by_stem(tmp_path):
+    (tmp_path / "ep01.mkv").write_bytes(b"x")
+    (tmp_path / "it's a show; ep 2.mp4").write_bytes(b"x")
+    (tmp_path / ".hidden.mp4").write_bytes(b"x")
+    found = settings.discover_inputs(tmp_path)
+    assert sorted(found) == ["ep01", "it's a show; ep 2"]
+
+
+def test_two_inputs_with_one_name_are_refused(tmp_path):
+    (tmp_path / "ep01.mkv").write_bytes(b"x")
+    (tmp_path / "ep01.mp4").write_bytes(b"x")
+    with pytest.raises(InputError, match="would both be dubbed as 'ep01'"):
+        settings.discover_inputs(tmp_path)
+
+
+def write_sheet(path, text):
+    path.write_text(text.replace("|", "\t"))
+    return path
+
+
+def test_sheet_rows_override_config(tmp_path, config):
+    sheet = write_sheet(
+        tmp_path / "s.tsv",
+        "name|path|source_language|target_languages\n"
+        "a|in/a.mp4|en|pt, es\n"
+        "b|in/b.mp4||\n",
+    )
+    samples = settings.read_sheet(sheet, SHEET_SCHEMA)
+    assert settings.settings_for(config, samples["a"])["target_languages"] == ["pt", "es"]
+    assert settings.settings_for(config, samples["a"])["source_language"] == "en"
+    b = settings.settings_for(config, samples["b"])
+    assert b["source_language"] == config["source_language"]
+    assert b["target_languages"] == config["target_languages"]
+
+
+def test_sheet_without_path_column(tmp_path):
+    sheet = write_sheet(tmp_path / "s.tsv", "name|file\na|x.mp4\n")
+    with pytest.raises(InputError, match="has no 'path' column"):
+        settings.read_sheet(sheet, SHEET_SCHEMA)
+
+
+def test_sheet_bad_language_names_the_row(tmp_path):
+    sheet = write_sheet(
+        tmp_path / "s.tsv", "name|path|target_languages\na|a.mp4|pt\nb|b.mp4|Portuguese\n"
+    )
+    with pytest.raises(InputError) as caught:
+        settings.read_sheet(sheet, SHEET_SCHEMA)
+    assert "row 3" in str(caught.value) and "target_languages" in str(caught.value)
+
+
+def test_sheet_duplicate_names(tmp_path):
+    sheet = write_sheet(tmp_path / "s.tsv", "name|path\na|a.mp4\na|b.mp4\n")
+    with pytest.raises(InputError, match="more than once"):
+        settings.read_sheet(sheet, SHEET_SCHEMA)
+
+
+def test_sheet_and_input_dir_combine(tmp_path, config, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "loose.webm").write_bytes(b"x")
+    write_sheet(tmp_path / "s.tsv", "name|path\nlisted|elsewhere/x.mov\n")
+    config["samples"] = "s.tsv"
+    assert sorted(settings.load_samples(config, SHEET_SCHEMA)) == ["listed", "loose"]
+
+
+def test_unknown_target_says_where_to_put_the_video():
+    with pytest.raises(InputError, match=r"put it at in/ep09\.<ext>"):
+        settings.input_video({}, "ep09", "in")
+
+
+def test_sheet_row_with_missing_file():
+    samples = {"a": settings.Sample("a", "/nonexistent/a.mp4")}
+    with pytest.raises(InputError, match="no such file"):
+        settings.input_video(samples, "a", "in")
+
+
+def test_missing_model_folder_says_how_to_install(tmp_path):
+    with pytest.raises(ModelError) as caught:
+        settings.check_whisper_model(tmp_path / "nope")
+    assert "asr.model" in str(caught.value) and "make setup" in str(caught.value)
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match="lacks model.bin, tokenizer.json"):
+        settings.check_whisper_model(tmp_path / "half")

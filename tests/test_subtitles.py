@@ -1,0 +1,84 @@
+"""Subtitle cues: readable length, timed by words, both formats parse back."""
+
+import json
+
+import pysubs2
+
+import subtitles
+
+
+def word_segment(text, start=0.0, per_word=0.4):
+    words, t = [], start
+    for token in text.split():
+        words.append({"start": round(t, 3), "end": round(t + per_word * 0.9, 3), "word": " " + token})
+        t += per_word
+    return {"start": start, "end": t, "text": text, "words": words}
+
+
+LONG = (
+    "This is a very long segment that Whisper could return when somebody talks for a "
+    "while without stopping, and it must be cut into several cues. Each one short enough "
+    "to read, and each one shown only while its words are being spoken on screen."
+)
+
+
+def test_long_segment_is_cut_into_readable_cues():
+    cues = subtitles.build_cues([word_segment(LONG)], 42, 2, 7.0)
+    assert len(cues) >= 3
+    for cue in cues:
+        lines = cue.text.split("\n")
+        assert len(lines) <= 2
+        assert all(len(line) <= 42 for line in lines), lines
+        assert cue.end - cue.start <= 7.0 + 1e-6
+    # every word survives, in order
+    assert " ".join(c.text.replace("\n", " ") for c in cues) == LONG
+    # cues follow each other without overlap
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(cues, cues[1:]))
+
+
+def test_cue_times_come_from_words():
+    segment = word_segment("Hello there. General Kenobi, you are a bold one.", start=10.0)
+    cues = subtitles.build_cues([segment], 42, 2, 7.0)
+    assert cues[0].start == 10.0
+    assert cues[-1].end == segment["words"][-1]["end"]
+
+
+def test_breaks_after_punctuation_when_possible():
+    text = "I never said that to anyone, not once. But you heard it from somebody else anyway."
+    cues = subtitles.build_cues([word_segment(text)], 42, 1, 7.0)
+    assert cues[0].text.endswith((",", "."))
+
+
+def test_segment_without_words_is_spread_by_length():
+    cues = subtitles.build_cues([{"start": 2.0, "end": 6.0, "text": "Olá, tudo bem? Vamos começar."}], 42, 2, 7.0)
+    assert len(cues) == 1 and cues[0].start == 2.0 and abs(cues[0].end - 6.0) < 1e-6
+
+
+def test_wrap_balances_lines():
+    assert subtitles.wrap("short", 42, 2) == "short"
+    wrapped = subtitles.wrap("one two three four five six seven eight nine ten eleven", 42, 2)
+    first, second = wrapped.split("\n")
+    assert abs(len(first) - len(second)) <= 6
+
+
+def test_run_writes_srt_and_vtt_that_parse_back(tmp_path):
+    transcript = {"language": "en", "segments": [word_segment("Hello world.", 1.0),
+                                                  word_segment("Ünïcode — fine; \"quotes\" too.", 3.0)]}
+    src = tmp_path / "transcript.json"
+    src.write_text(json.dumps(transcript, ensure_ascii=False), encoding="utf-8")
+    subtitles.run(src, tmp_path / "x.en.srt", tmp_path / "x.en.vtt",
+                  {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0})
+    for suffix in ("srt", "vtt"):
+        parsed = pysubs2.load(str(tmp_path / f"x.en.{suffix}"), encoding="utf-8")
+        assert [e.plaintext for e in parsed] == ["Hello world.", 'Ünïcode — fine; "quotes" too.']
+        assert parsed[0].start == 1000
+    assert (tmp_path / "x.en.vtt").read_text().startswith("WEBVTT")
+
+
+def test_empty_transcript_gives_empty_but_valid_files(tmp_path):
+    src = tmp_path / "t.json"
+    src.write_text(json.dumps({"language": "en", "segments": []}))
+    subtitles.run(src, tmp_path / "e.srt", tmp_path / "e.vtt",
+                  {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0})
+    assert len(pysubs2.load(str(tmp_path / "e.srt"), format_="srt")) == 0
+    assert (tmp_path / "e.vtt").read_text().startswith("WEBVTT")
