@@ -33,8 +33,11 @@ lint: setup
 	$(SNAKEMAKE) --lint
 	$(VENV)/bin/snakefmt --check .
 
+# pytest exits 5 when it collects nothing: that is a broken suite, never a pass.
 test: lint
-	$(PY) -m pytest
+	@$(PY) -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$status
 
 bench: setup
 	$(PY) bench/run.py

@@ -13,6 +13,6 @@ include: "rules/mux.smk"
 
 
 rule all:
+    default_target: True
     input:
         expand("out/{name}.mkv", name=sorted(SAMPLES)),
-    default_target: True

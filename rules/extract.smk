@@ -9,13 +9,13 @@ rule extract:
         "logs/{name}/extract.log",
     benchmark:
         "benchmarks/{name}/extract.tsv"
-    params:
-        ffmpeg=config["ffmpeg"],
+    conda:
+        "../envs/media.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=60,
-    conda:
-        "../envs/media.yaml"
+    params:
+        ffmpeg=config["ffmpeg"],
     script:
         "../scripts/extract.py"

@@ -10,13 +10,13 @@ rule mux:
         "logs/{name}/mux.log",
     benchmark:
         "benchmarks/{name}/mux.tsv"
-    params:
-        ffmpeg=config["ffmpeg"],
+    conda:
+        "../envs/media.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=60,
-    conda:
-        "../envs/media.yaml"
+    params:
+        ffmpeg=config["ffmpeg"],
     script:
         "../scripts/mux.py"

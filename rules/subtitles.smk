@@ -9,13 +9,13 @@ rule subtitles:
         "logs/{name}/subtitles.{lang}.log",
     benchmark:
         "benchmarks/{name}/subtitles.{lang}.tsv"
-    params:
-        subtitles=lambda wc: settings_for(wc.name)["subtitles"],
+    conda:
+        "../envs/media.yaml"
     threads: 1
     resources:
         mem_mb=300,
         runtime=10,
-    conda:
-        "../envs/media.yaml"
+    params:
+        subtitles=lambda wc: settings_for(wc.name)["subtitles"],
     script:
         "../scripts/subtitles.py"

@@ -10,14 +10,14 @@ checkpoint transcribe:
         "logs/{name}/transcribe.log",
     benchmark:
         "benchmarks/{name}/transcribe.tsv"
-    params:
-        asr=lambda wc: settings_for(wc.name)["asr"],
-        language=lambda wc: settings_for(wc.name)["source_language"],
+    conda:
+        "../envs/speech.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=120,
-    conda:
-        "../envs/speech.yaml"
+    params:
+        asr=lambda wc: settings_for(wc.name)["asr"],
+        language=lambda wc: settings_for(wc.name)["source_language"],
     script:
         "../scripts/transcribe.py"

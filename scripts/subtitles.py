@@ -5,8 +5,6 @@ shown for at most ~7 s. Cues are cut at word boundaries using the word timestamp
 cue appears exactly while its words are spoken, preferring breaks after punctuation.
 """
 
-from __future__ import annotations
-
 import json
 import logging
 from dataclasses import dataclass

@@ -1,0 +1,208 @@
+"""Stage transcribe: what was said, when, word by word (faster-whisper, offline).
+
+The transcript is the spine of the dub: segment times place the dubbed lines, word times
+let later stages split segments at speaker changes and cut readable subtitle cues, and
+the per-segment confidence tells the QA report which lines a human should check.
+"""
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from atomic import write_json
+from errors import InputError
+from languages import UNDETERMINED
+from settings import check_whisper_model
+
+STAGE = "transcribe"
+SAMPLE_RATE = 16_000
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    words: list[Word]
+    avg_logprob: float
+    no_speech_prob: float
+    speaker: str | None = None
+    low_confidence: bool = False
+
+
+@dataclass
+class Transcript:
+    language: str
+    language_probability: float | None
+    language_source: str  # "detected", "configured" or "undetermined" (no speech)
+    duration_s: float
+    model: str
+    segments: list[Segment] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """16 kHz mono float32, as written by the extract stage."""
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise InputError(
+            f"{path} is not a readable WAV (stage {STAGE}): {error}; delete it and re-run "
+            f"so the extract stage writes it again"
+        ) from None
+    if rate != SAMPLE_RATE:
+        raise InputError(
+            f"{path} is {rate} Hz but {STAGE} needs {SAMPLE_RATE} Hz; it was not written by "
+            f"the extract stage, so delete it and re-run"
+        )
+    return audio.mean(axis=1)
+
+
+def load_model(model_dir: str | Path, compute_type: str, threads: int):
+    """A WhisperModel from a local folder only; never a hub download."""
+    from faster_whisper import WhisperModel
+
+    folder = check_whisper_model(model_dir)
+    return WhisperModel(
+        str(folder),
+        device="cpu",
+        compute_type=compute_type,
+        cpu_threads=max(1, threads),
+        local_files_only=True,
+    )
+
+
+def read_glossary(path: str | Path | None) -> list[str]:
+    """Terms (names, places, jargon), one per line; '#' starts a comment."""
+    if not path:
+        return []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise InputError(
+            f"the glossary {path} (config key asr.glossary) cannot be read "
+            f"({error.strerror}); fix the path or set asr.glossary to null"
+        ) from None
+    return [t for t in (line.split("#", 1)[0].strip() for line in lines) if t]
+
+
+def decoding_hints(asr: dict) -> tuple[str | None, str | None]:
+    """initial_prompt and hotwords, with glossary terms added to both.
+
+    Hotwords bias every window towards the terms; the prompt only primes the first one,
+    so it is filled from the glossary only when the user gave none.
+    """
+    terms = read_glossary(asr.get("glossary"))
+    hotwords = " ".join(filter(None, [asr.get("hotwords"), *terms])) or None
+    prompt = asr.get("initial_prompt") or (", ".join(terms) + "." if terms else None)
+    return prompt, hotwords
+
+
+def transcribe(audio_path: str | Path, asr: dict, language: str = "auto",
+               threads: int = 2, model=None) -> Transcript:
+    """Transcribe with word timestamps; the language is detected unless configured."""
+    audio = load_audio(audio_path)
+    initial_prompt, hotwords = decoding_hints(asr)
+    duration = len(audio) / SAMPLE_RATE
+    model = model or load_model(asr["model"], asr["compute_type"], threads)
+    forced = None if language == "auto" else language
+    segments_iter, info = model.transcribe(
+        audio,
+        language=forced,
+        beam_size=asr["beam_size"],
+        vad_filter=asr["vad"],
+        word_timestamps=True,
+        initial_prompt=initial_prompt,
+        hotwords=hotwords,
+        condition_on_previous_text=False,  # stops one misheard line from derailing the rest
+    )
+    threshold = asr.get("low_confidence_logprob", -1.0)
+    segments = [
+        _segment(i, seg, threshold) for i, seg in enumerate(segments_iter) if seg.text.strip()
+    ]
+    log.info("language %s (p=%.2f, %s), %d segments, %.1f s of audio, %.1f s after VAD",
+             info.language, info.language_probability or 0, "configured" if forced else
+             "detected", len(segments), duration, info.duration_after_vad)
+    if forced:
+        language, probability, source = forced, None, "configured"
+    elif segments:
+        language, probability = info.language, round(float(info.language_probability), 4)
+        source = "detected"
+    else:
+        # Whisper still "detects" a language in silence (p~0.5): that guess would tag
+        # tracks wrongly, so say undetermined, as ISO 639-2 does.
+        language, probability, source = UNDETERMINED, None, "undetermined"
+    return Transcript(
+        language=language,
+        language_probability=probability,
+        language_source=source,
+        duration_s=round(duration, 3),
+        model=Path(asr["model"]).name,
+        segments=segments,
+    )
+
+
+def _segment(index: int, seg: Any, low_confidence_logprob: float) -> Segment:
+    words = [
+        Word(round(w.start, 3), round(w.end, 3), w.word, round(float(w.probability), 4))
+        for w in (seg.words or [])
+    ]
+    return Segment(
+        id=index,
+        start=round(seg.start, 3),
+        end=round(seg.end, 3),
+        text=seg.text.strip(),
+        words=words,
+        avg_logprob=round(float(seg.avg_logprob), 4),
+        no_speech_prob=round(float(seg.no_speech_prob), 4),
+        low_confidence=bool(seg.avg_logprob < low_confidence_logprob),
+    )
+
+
+def run(audio_path: str | Path, transcript_path: str | Path, asr: dict,
+        language: str = "auto", threads: int = 2,
+        rttm_path: str | Path | None = None) -> Transcript:
+    """Transcribe, label segments by speaker (if diarized), write transcript.json."""
+    transcript = transcribe(audio_path, asr, language, threads)
+    if rttm_path is not None:
+        from rttm import read_rttm
+        from speaker_split import split_by_speaker
+
+        before = len(transcript.segments)
+        transcript.segments = split_by_speaker(transcript.segments, read_rttm(rttm_path))
+        log.info("speaker labels: %d segments -> %d single-speaker segments", before,
+                 len(transcript.segments))
+    write_json(transcript_path, transcript.to_dict())
+    return transcript
+
+
+if "snakemake" in globals():
+    from rule_runner import run_rule
+
+    sm = snakemake  # noqa: F821 - injected by Snakemake's script: directive
+    run_rule(
+        sm,
+        STAGE,
+        run,
+        audio_path=sm.input.audio,
+        transcript_path=sm.output.transcript,
+        asr=sm.params.asr,
+        language=sm.params.language,
+        threads=sm.threads,
+    )

@@ -1,0 +1,89 @@
+"""Transcription with the real Whisper models on real (Piper) speech."""
+
+import json
+
+import pytest
+
+import transcribe
+from conftest import BASE, TEST_LINES
+from demo_media import DEMO_LINES, speech_track, word_error_rate
+from errors import InputError, ModelError
+from extract import extract
+
+
+@pytest.fixture(scope="module")
+def speech_wav(speech_video, tmp_path_factory):
+    video, spoken = speech_video
+    out = tmp_path_factory.mktemp("tr")
+    extract(video, out / "audio.wav", out / "source.wav")
+    return out / "audio.wav", spoken
+
+
+def test_words_and_times_match_what_was_spoken(speech_wav, tiny_asr, tmp_path):
+    wav, spoken = speech_wav
+    result = transcribe.run(wav, tmp_path / "transcript.json", tiny_asr, "auto", threads=2)
+    assert result.language == "en" and result.language_source == "detected"
+    assert result.language_probability > 0.5
+    segments = [s.__dict__ for s in result.segments]
+    assert word_error_rate(TEST_LINES, segments) <= 0.10
+    words = [w for s in result.segments for w in s.words]
+    assert all(0 <= w.probability <= 1 and w.start <= w.end for w in words)
+    # every word lies inside the span of the line that contains it (±0.5 s)
+    first_line_words = len(TEST_LINES[0].split())
+    assert abs(words[0].start - spoken[0].start) < 0.5
+    assert abs(words[first_line_words].start - spoken[1].start) < 0.5
+    saved = json.loads((tmp_path / "transcript.json").read_text())
+    assert set(saved["segments"][0]) >= {"start", "end", "text", "words", "speaker",
+                                         "avg_logprob", "no_speech_prob", "low_confidence"}
+
+
+def test_base_model_on_the_demo_lines(tmp_path, tiny_asr):
+    """The default multilingual model meets the demo's WER bound on the demo script."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    speech_track(DEMO_LINES, tmp_path / "demo22k.wav")
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "demo22k.wav"),
+                    "-ar", "16000", str(tmp_path / "demo.wav")], check=True)
+    asr = dict(tiny_asr, model=str(BASE))
+    result = transcribe.transcribe(tmp_path / "demo.wav", asr, "auto", threads=2)
+    assert result.language == "en"
+    assert word_error_rate(DEMO_LINES, [s.__dict__ for s in result.segments]) <= 0.10
+
+
+def test_forced_language_is_recorded(speech_wav, tiny_asr):
+    result = transcribe.transcribe(speech_wav[0], tiny_asr, "en", threads=2)
+    assert result.language_source == "configured" and result.language_probability is None
+
+
+def test_silence_gives_an_empty_transcript(silent_video, tiny_asr, tmp_path):
+    extract(silent_video, tmp_path / "a.wav", tmp_path / "s.wav")
+    result = transcribe.transcribe(tmp_path / "a.wav", tiny_asr, "auto", threads=2)
+    assert result.segments == [] and result.language == "und"
+
+
+def test_missing_model_folder(tmp_path, tiny_asr, speech_wav):
+    with pytest.raises(ModelError, match="make setup"):
+        transcribe.transcribe(speech_wav[0], dict(tiny_asr, model=str(tmp_path / "no")), "auto")
+
+
+def test_wrong_sample_rate_is_refused(tmp_path, tiny_asr):
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "x.wav", np.zeros(44100), 44100)
+    with pytest.raises(InputError, match="44100 Hz"):
+        transcribe.transcribe(tmp_path / "x.wav", tiny_asr)
+
+
+def test_glossary_feeds_hotwords_and_prompt(tmp_path):
+    glossary = tmp_path / "terms.txt"
+    glossary.write_text("# the show's names\nAmélie\nMontmartre  # a place\n\n")
+    prompt, hotwords = transcribe.decoding_hints({"glossary": str(glossary), "hotwords": "Nino"})
+    assert hotwords == "Nino Amélie Montmartre" and prompt == "Amélie, Montmartre."
+    prompt, _ = transcribe.decoding_hints({"glossary": str(glossary), "initial_prompt": "Hi."})
+    assert prompt == "Hi."
+    assert transcribe.decoding_hints({}) == (None, None)
+    with pytest.raises(InputError, match="asr.glossary"):
+        transcribe.decoding_hints({"glossary": str(tmp_path / "missing.txt")})
