@@ -9,6 +9,7 @@ from conftest import BASE, TEST_LINES
 from demo_media import DEMO_LINES, speech_track, word_error_rate
 from errors import InputError, ModelError
 from extract import extract
+from ffmpeg_safe import file_arg, run_ffmpeg
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +40,9 @@ def test_words_and_times_match_what_was_spoken(speech_wav, tiny_asr, tmp_path):
 
 def test_base_model_on_the_demo_lines(tmp_path, tiny_asr):
     """The default multilingual model meets the demo's WER bound on the demo script."""
-    import subprocess
-
-    import imageio_ffmpeg
-
     speech_track(DEMO_LINES, tmp_path / "demo22k.wav")
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(tmp_path / "demo22k.wav"),
-                    "-ar", "16000", str(tmp_path / "demo.wav")], check=True)
+    run_ffmpeg(["-i", file_arg(tmp_path / "demo22k.wav"), "-ar", "16000",
+                file_arg(tmp_path / "demo.wav")], stage="test", path=tmp_path / "demo22k.wav")
     asr = dict(tiny_asr, model=str(BASE))
     result = transcribe.transcribe(tmp_path / "demo.wav", asr, "auto", threads=2)
     assert result.language == "en"

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import ROOT, TEST_LINES, TINY_EN
 from demo_media import word_error_rate
-from ffmpeg_safe import probe, resolve_binary
+from ffmpeg_safe import file_arg, probe, run_ffmpeg
 
 pytestmark = pytest.mark.slow
 WEIRD_NAME = "it's ep 1; $(touch pwned) — ünïcode"
@@ -52,9 +52,8 @@ def snakemake(workspace: Path, *args: str) -> subprocess.CompletedProcess:
 
 def video_md5(path: Path) -> str:
     """md5 of the first video stream's packets: equal iff the stream was copied."""
-    ffmpeg = resolve_binary("ffmpeg")
-    out = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:v:0", "-c", "copy",
-                          "-f", "md5", "-"], capture_output=True, text=True, check=True)
+    out = run_ffmpeg(["-v", "error", "-i", file_arg(path), "-map", "0:v:0", "-c", "copy",
+                      "-f", "md5", "-"], stage="test", path=path)
     return out.stdout.strip()
 
 
