@@ -236,3 +236,12 @@ def test_lint_is_clean():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Lints for" not in run.stdout + run.stderr
+
+
+def test_slurm_profile_plans_without_a_cluster(tmp_path, speech_video):
+    ws = make_workspace(tmp_path, {"ep": speech_video[0]})
+    dry = snakemake(ws, "--profile", str(ROOT / "profiles" / "slurm"), "-n")
+    assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
+    assert "slurm_partition=cpu" in dry.stdout
+    assert {"extract", "transcribe"} <= set(job_counts(dry.stdout))
+    assert not (ws / "work").exists()
