@@ -2,7 +2,9 @@
 # in the project's steering docs and the README. This file is only a table of contents.
 
 
-configfile: "config/config.yaml"
+# Defaults ship with the workflow, so it also runs from a project folder elsewhere
+# (snakemake -s path/to/dubflow/Snakefile); --configfile adds the project's own keys.
+configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 include: "rules/common.smk"

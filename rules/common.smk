@@ -17,7 +17,7 @@ try:
     dubflow_settings.validate_config(
         config, Path(workflow.basedir) / "config" / "schema.yaml"
     )
-    dubflow_settings.preflight(config)
+    dubflow_settings.preflight(config, workflow.basedir)
     SAMPLES = dubflow_settings.load_samples(
         config, Path(workflow.basedir) / "config" / "samples.schema.yaml"
     )

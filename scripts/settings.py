@@ -177,9 +177,24 @@ def check_whisper_model(model_dir: str | Path) -> Path:
     return folder
 
 
-def preflight(config: dict) -> None:
-    """Checks that need the filesystem, run once when the DAG is built."""
-    check_whisper_model(config["asr"]["model"])
+def preflight(config: dict, workflow_dir: str | Path) -> None:
+    """Checks that need the filesystem, run once when the DAG is built.
+
+    A relative model path is looked up in the working directory first, then in the
+    workflow's folder, where `make setup` puts models/: so the default config works from
+    any project folder. The config is updated in place with the path that was found.
+    """
+    asr = config["asr"]
+    asr["model"] = str(resolve_model_path(asr["model"], workflow_dir))
+    check_whisper_model(asr["model"])
+
+
+def resolve_model_path(path: str | Path, workflow_dir: str | Path) -> Path:
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    candidate = Path(workflow_dir) / path
+    return candidate if candidate.exists() else path
 
 
 def input_video(samples: dict[str, Sample], name: str, input_dir: str) -> str:

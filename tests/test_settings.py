@@ -131,3 +131,14 @@ def test_missing_model_folder_says_how_to_install(tmp_path):
     (tmp_path / "half" / "config.json").write_text("{}")
     with pytest.raises(ModelError, match="lacks model.bin, tokenizer.json"):
         settings.check_whisper_model(tmp_path / "half")
+
+
+def test_relative_model_path_falls_back_to_the_workflow_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = {"asr": {"model": "models/whisper-tiny.en"}}
+    settings.preflight(config, ROOT)
+    assert config["asr"]["model"] == str(ROOT / "models" / "whisper-tiny.en")
+    (tmp_path / "models" / "whisper-tiny.en").mkdir(parents=True)
+    config = {"asr": {"model": "models/whisper-tiny.en"}}
+    with pytest.raises(ModelError):  # the working directory's (empty) folder wins
+        settings.preflight(config, ROOT)
