@@ -9,6 +9,7 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/extract.smk"
+include: "rules/diarize.smk"
 include: "rules/transcribe.smk"
 include: "rules/subtitles.smk"
 include: "rules/mux.smk"

@@ -1,9 +1,10 @@
 # A checkpoint: with source_language "auto", the language it detects names the
 # source subtitle files (out/{name}.{lang}.srt), so the rest of the graph waits for it.
 checkpoint transcribe:
-    """Speech to text with word timestamps (faster-whisper, Silero VAD)."""
+    """Speech to text with word timestamps, one speaker per segment (faster-whisper)."""
     input:
         audio="work/{name}/audio.wav",
+        rttm="work/{name}/speakers.rttm",
     output:
         transcript="work/{name}/transcript.json",
     log:

