@@ -1,8 +1,10 @@
 """`make bench`: real-time factor and peak memory of every stage on a long generated input.
 
-Generates a video of spoken sentences (Piper) of the requested length, runs the real
-workflow on it through the Snakemake CLI, and reads the figures from Snakemake's own
-``benchmark:`` files (wall time, max RSS per job). Prints a table; nothing is asserted.
+Generates a video of a three-voice conversation (Piper, pitched Piper, espeak-ng; the
+generator of the tests) of the requested length, runs the real workflow on it through
+the Snakemake CLI, and reads the figures from Snakemake's own ``benchmark:`` files (wall
+time, max RSS per job). Also scores the result against what was generated: diarization
+error rate (collar 0.25 s) and word error rate. Prints tables; nothing is asserted.
 
     python bench/run.py                 # 10 minutes of speech, Whisper base, 2 threads
     python bench/run.py --minutes 2 --model models/whisper-tiny.en
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import random
+import json
 import subprocess
 import sys
 import time
@@ -20,30 +22,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import yaml  # noqa: E402
 
-from demo_media import make_video, speech_track  # noqa: E402
-
-SUBJECTS = ["The captain", "My sister", "The old station master", "Our new neighbour",
-            "The river guide", "A tired reporter", "The baker", "The young pilot"]
-VERBS = ["carried", "painted", "forgot", "repaired", "found", "sold", "watched", "opened"]
-OBJECTS = ["a blue umbrella", "the heavy wooden door", "three letters from home",
-           "the map of the northern hills", "a basket of green apples", "the broken radio"]
-PLACES = ["before the storm arrived", "near the harbour", "after dinner",
-          "on the first morning of spring", "behind the library", "during the long journey"]
-
-
-def sentences(seconds: float, seed: int = 7) -> list[str]:
-    """Enough varied sentences for about `seconds` of speech (Piper joe: ~2.75 words/s)."""
-    rng = random.Random(seed)
-    out, words = [], 0
-    while words < seconds * 2.75:
-        line = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(PLACES)}."
-        out.append(line)
-        words += len(line.split())
-    return out
-
+from conversation import long_conversation, write_wav  # noqa: E402
+from demo_media import make_video, word_error_rate  # noqa: E402
 
 def read_benchmarks(folder: Path) -> dict[str, dict[str, float]]:
     rows = {}
@@ -64,12 +48,14 @@ def main() -> int:
 
     ws = args.workdir
     video = ws / "in" / "bench.mp4"
-    if not video.exists():
+    reference = ws / "reference.json"
+    if not video.exists() or not reference.exists():
         started = time.monotonic()
-        speech = ws / "bench.speech.wav"
-        speech_track(sentences(args.minutes * 60), speech, gap_s=0.6)
+        audio, turns = long_conversation(args.minutes)
+        speech = write_wav(ws / "bench.speech.wav", audio)
         make_video(speech, video)
         speech.unlink()
+        reference.write_text(json.dumps([t.__dict__ for t in turns]))
         print(f"generated {video} in {time.monotonic() - started:.0f} s")
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config.update(samples=None, source_language="auto")
@@ -98,7 +84,32 @@ def main() -> int:
         print(f"{stage:<16}{row['s']:>9.1f}{row['s'] / duration:>9.3f}{row['max_rss']:>14.0f}")
     total = sum(r["s"] for r in rows.values())
     print(f"{'all stages':<16}{total:>9.1f}{total / duration:>9.3f}")
+    print_quality(json.loads(reference.read_text()), ws / "work" / "bench")
     return 0
+
+
+def print_quality(reference: list[dict], work: Path) -> None:
+    """DER of speakers.rttm and WER of transcript.json against the generated script."""
+    from diarize import quiet_pyannote_import
+
+    quiet_pyannote_import()
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    from rttm import read_rttm
+
+    ref, hyp = Annotation(), Annotation()
+    for turn in reference:
+        ref[Segment(turn["start"], turn["end"])] = turn["voice"]
+    turns = read_rttm(work / "speakers.rttm")
+    for turn in turns:
+        hyp[Segment(turn.start, turn.end)] = turn.speaker
+    der = DiarizationErrorRate(collar=0.25)(ref, hyp)
+    segments = json.loads((work / "transcript.json").read_text())["segments"]
+    wer = word_error_rate([t["text"] for t in reference], segments)
+    voices = len({t["voice"] for t in reference})
+    print(f"\nquality: DER {der:.1%} (collar 0.25 s), speakers found "
+          f"{len({t.speaker for t in turns})} of {voices}; WER {wer:.1%}")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,15 @@ class Cue:
 
 
 def timed_words(segment: dict) -> list[tuple[float, float, str]]:
-    """The segment's words with times; without word times, spread the text by length."""
-    words = segment.get("words") or []
-    if words:
-        return [(w["start"], w["end"], w["word"]) for w in words if w["word"].strip()]
+    """The segment's words with their times.
+
+    The text is the source of truth: someone who corrects a misheard word edits
+    ``text`` in transcript.json. Word times are used only while the words still spell
+    that text; otherwise the text is spread over the segment by length.
+    """
+    words = [w for w in segment.get("words") or [] if w["word"].strip()]
+    if words and "".join(w["word"] for w in words).split() == segment["text"].split():
+        return [(w["start"], w["end"], w["word"]) for w in words]
     tokens = [" " + t for t in segment["text"].split()]
     total = sum(len(t) for t in tokens) or 1
     span = segment["end"] - segment["start"]

@@ -82,3 +82,11 @@ def test_empty_transcript_gives_empty_but_valid_files(tmp_path):
                   {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0})
     assert len(pysubs2.load(str(tmp_path / "e.srt"), format_="srt")) == 0
     assert (tmp_path / "e.vtt").read_text().startswith("WEBVTT")
+
+
+def test_edited_text_wins_over_stale_word_times():
+    segment = word_segment("The train leaves at nine.", start=1.0)
+    segment["text"] = "The train leaves at ten."  # a hand correction in transcript.json
+    cues = subtitles.build_cues([segment], 42, 2, 7.0)
+    assert cues[0].text == "The train leaves at ten."
+    assert cues[0].start == 1.0 and abs(cues[-1].end - segment["end"]) < 1e-6

@@ -132,6 +132,10 @@ def test_an_edited_transcript_rebuilds_only_what_depends_on_it(built):
     dry = snakemake(ws, "-n", f"out/{WEIRD_NAME}.mkv")
     jobs = job_counts(dry.stdout)
     assert jobs == {"subtitles": 1, "mux": 1}, dry.stdout
+    run = snakemake(ws, f"out/{WEIRD_NAME}.mkv")
+    assert run.returncode == 0, run.stderr[-2000:]
+    srt = (ws / "out" / f"{WEIRD_NAME}.en.srt").read_text()
+    assert "leaving now" in srt.replace("\n", " ") and "soon" not in srt
     os.utime(next((ws / "in").iterdir()))  # the video (> 1 MB: compared by time)
     dry = snakemake(ws, "-n", f"out/{WEIRD_NAME}.mkv")
     assert {"extract", "transcribe"} <= set(job_counts(dry.stdout)), dry.stdout
@@ -206,6 +210,7 @@ def test_silent_video_still_gets_an_mkv(tmp_path, silent_video):
     assert run.returncode == 0, run.stderr[-3000:]
     transcript = json.loads((ws / "work" / "quiet" / "transcript.json").read_text())
     assert transcript["segments"] == [] and transcript["language"] == "und"
+    assert (ws / "work" / "quiet" / "speakers.rttm").read_text() == ""
     audio = probe(ws / "out" / "quiet.mkv", stage="test").audio_streams[0]
     # The muxer writes "und"; ffmpeg's Matroska reader reports "und" as no tag at all.
     assert audio.language in (None, "und") and audio.title == "Original (Undetermined)"
