@@ -25,6 +25,7 @@ class Cue:
     start: float
     end: float
     text: str  # lines joined with "\n"
+    speaker: str | None = None
 
 
 def timed_words(segment: dict) -> list[tuple[float, float, str]]:
@@ -63,19 +64,39 @@ def wrap(text: str, max_chars: int, max_lines: int) -> str:
     return best
 
 
-def segment_cues(segment: dict, max_chars: int, max_lines: int, max_duration: float) -> list[Cue]:
-    """Greedy cue building over words, closing early after punctuation past half a cue."""
+def speaker_label(speaker: str | None, names: dict | None) -> str:
+    """A viewer-facing label: a configured name, else "Speaker 1" for SPEAKER_00."""
+    if not speaker:
+        return ""
+    if names and speaker in names:
+        return str(names[speaker])
+    digits = "".join(ch for ch in speaker if ch.isdigit())
+    return f"Speaker {int(digits) + 1}" if digits else speaker
+
+
+def segment_cues(segment: dict, max_chars: int, max_lines: int, max_duration: float,
+                 label: str = "") -> list[Cue]:
+    """Greedy cue building over words, closing early after punctuation past half a cue.
+
+    A speaker label rides along as a zero-length first word, so it counts against the
+    line budget like any other text and is wrapped with it.
+    """
     budget = max_chars * max_lines
     cues: list[Cue] = []
     current: list[tuple[float, float, str]] = []
+    speaker = segment.get("speaker")
 
     def close() -> None:
         if current:
             text = "".join(w for _, _, w in current).strip()
-            cues.append(Cue(current[0][0], current[-1][1], wrap(text, max_chars, max_lines)))
+            cues.append(Cue(current[0][0], current[-1][1], wrap(text, max_chars, max_lines),
+                            speaker))
             current.clear()
 
-    for word in timed_words(segment):
+    words = timed_words(segment)
+    if label and words:
+        words.insert(0, (words[0][0], words[0][0], f"{label}:"))
+    for word in words:
         candidate = "".join(w for _, _, w in current + [word]).strip()
         too_long = len(candidate) > budget or (current and word[1] - current[0][0] > max_duration)
         if current and too_long:
@@ -88,14 +109,57 @@ def segment_cues(segment: dict, max_chars: int, max_lines: int, max_duration: fl
     return cues
 
 
-def build_cues(segments: list[dict], max_chars: int, max_lines: int,
-               max_duration: float) -> list[Cue]:
-    cues = [c for s in segments for c in segment_cues(s, max_chars, max_lines, max_duration)]
-    # Very short cues flash by: hold each for MIN_CUE_S, but never into the next one.
-    for cue, following in zip(cues, cues[1:] + [None]):
-        limit = following.start if following else cue.start + MIN_CUE_S
-        cue.end = max(cue.end, min(cue.start + MIN_CUE_S, limit))
-    return cues
+def reading_time(cue: Cue, max_cps: float) -> float:
+    """Seconds a viewer needs to read the cue at max_cps characters per second."""
+    return len(cue.text.replace("\n", " ")) / max_cps
+
+
+def pace(cues: list[Cue], max_chars: int, max_lines: int, max_duration: float,
+         max_cps: float, min_gap: float) -> list[Cue]:
+    """Give fast cues time to be read, without ever overlapping the next cue.
+
+    A cue that is too fast is first extended into the silence after it (keeping a small
+    gap, and at most max_duration); if that is not enough, it is merged with the next cue
+    of the same speaker when the two fit one cue's budget, so the pair shares their time.
+    Speech is never delayed: starts stay where the words start.
+    """
+    budget = max_chars * max_lines
+    out: list[Cue] = []
+    i = 0
+    while i < len(cues):
+        cue = Cue(cues[i].start, cues[i].end, cues[i].text, cues[i].speaker)
+        i += 1
+        while True:
+            following = cues[i] if i < len(cues) else None
+            limit = following.start - min_gap if following else cue.start + max_duration
+            wanted = cue.start + max(MIN_CUE_S, reading_time(cue, max_cps))
+            cue.end = max(cue.end, min(wanted, limit, cue.start + max_duration))
+            if cue.end - cue.start >= reading_time(cue, max_cps) or following is None:
+                break
+            joined = f"{cue.text} {following.text}".replace("\n", " ")
+            if (following.speaker != cue.speaker or len(joined) > budget
+                    or following.end - cue.start > max_duration):
+                break
+            cue = Cue(cue.start, following.end, wrap(joined, max_chars, max_lines), cue.speaker)
+            i += 1
+        out.append(cue)
+    # Words can touch across segments; a cue never runs into the next one.
+    for cue, following in zip(out, out[1:]):
+        cue.end = max(cue.start, min(cue.end, following.start))
+    return out
+
+
+def build_cues(segments: list[dict], max_chars: int, max_lines: int, max_duration: float,
+               max_cps: float = 17.0, min_gap: float = 0.08, speaker_labels: bool = False,
+               speaker_names: dict | None = None) -> list[Cue]:
+    cues: list[Cue] = []
+    previous = None
+    for segment in segments:
+        speaker = segment.get("speaker")
+        label = speaker_label(speaker, speaker_names) if speaker_labels and speaker != previous else ""
+        previous = speaker
+        cues += segment_cues(segment, max_chars, max_lines, max_duration, label)
+    return pace(cues, max_chars, max_lines, max_duration, max_cps, min_gap)
 
 
 def to_ssafile(cues: list[Cue]) -> pysubs2.SSAFile:
@@ -109,16 +173,28 @@ def to_ssafile(cues: list[Cue]) -> pysubs2.SSAFile:
     return subs
 
 
-def run(text_json: str | Path, srt_path: str | Path, vtt_path: str | Path,
-        subtitles: dict) -> list[Cue]:
-    """Read segments (transcript) or lines (translation) and write both formats."""
+def cues_for(text_json: str | Path, subtitles: dict) -> tuple[list[dict], list[Cue]]:
+    """Read segments (transcript) or lines (translation) and cut them into cues."""
     document = json.loads(Path(text_json).read_text(encoding="utf-8"))
     segments = document.get("segments", document.get("lines", []))
-    cues = build_cues(segments, subtitles["max_chars_per_line"], subtitles["max_lines"],
-                      subtitles["max_duration_s"])
+    cues = build_cues(
+        segments, subtitles["max_chars_per_line"], subtitles["max_lines"],
+        subtitles["max_duration_s"], max_cps=subtitles.get("max_cps", 17.0),
+        min_gap=subtitles.get("min_gap_s", 0.08),
+        speaker_labels=subtitles.get("speaker_labels", False),
+        speaker_names=subtitles.get("speaker_names") or {},
+    )
+    return segments, cues
+
+
+def run(text_json: str | Path, subtitles: dict, srt_path: str | Path | None = None,
+        vtt_path: str | Path | None = None, ass_path: str | Path | None = None) -> list[Cue]:
+    """Write the asked-for formats (SubRip, WebVTT, Advanced SubStation) with the same cues."""
+    segments, cues = cues_for(text_json, subtitles)
     subs = to_ssafile(cues)
-    write_text(srt_path, subs.to_string("srt"))
-    write_text(vtt_path, subs.to_string("vtt"))
+    for path, fmt in ((srt_path, "srt"), (vtt_path, "vtt"), (ass_path, "ass")):
+        if path:
+            write_text(path, subs.to_string(fmt))
     log.info("%d segments -> %d cues", len(segments), len(cues))
     return cues
 
@@ -132,7 +208,8 @@ if "snakemake" in globals():
         STAGE,
         run,
         text_json=sm.input.text,
-        srt_path=sm.output.srt,
-        vtt_path=sm.output.vtt,
         subtitles=sm.params.subtitles,
+        srt_path=sm.output.get("srt"),
+        vtt_path=sm.output.get("vtt"),
+        ass_path=sm.output.get("ass"),
     )

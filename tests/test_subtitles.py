@@ -66,8 +66,8 @@ def test_run_writes_srt_and_vtt_that_parse_back(tmp_path):
                                                   word_segment("Ünïcode — fine; \"quotes\" too.", 3.0)]}
     src = tmp_path / "transcript.json"
     src.write_text(json.dumps(transcript, ensure_ascii=False), encoding="utf-8")
-    subtitles.run(src, tmp_path / "x.en.srt", tmp_path / "x.en.vtt",
-                  {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0})
+    subtitles.run(src, {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0},
+                  srt_path=tmp_path / "x.en.srt", vtt_path=tmp_path / "x.en.vtt")
     for suffix in ("srt", "vtt"):
         parsed = pysubs2.load(str(tmp_path / f"x.en.{suffix}"), encoding="utf-8")
         assert [e.plaintext for e in parsed] == ["Hello world.", 'Ünïcode — fine; "quotes" too.']
@@ -78,8 +78,8 @@ def test_run_writes_srt_and_vtt_that_parse_back(tmp_path):
 def test_empty_transcript_gives_empty_but_valid_files(tmp_path):
     src = tmp_path / "t.json"
     src.write_text(json.dumps({"language": "en", "segments": []}))
-    subtitles.run(src, tmp_path / "e.srt", tmp_path / "e.vtt",
-                  {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0})
+    subtitles.run(src, {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0},
+                  srt_path=tmp_path / "e.srt", vtt_path=tmp_path / "e.vtt")
     assert len(pysubs2.load(str(tmp_path / "e.srt"), format_="srt")) == 0
     assert (tmp_path / "e.vtt").read_text().startswith("WEBVTT")
 
@@ -90,3 +90,45 @@ def test_edited_text_wins_over_stale_word_times():
     cues = subtitles.build_cues([segment], 42, 2, 7.0)
     assert cues[0].text == "The train leaves at ten."
     assert cues[0].start == 1.0 and abs(cues[-1].end - segment["end"]) < 1e-6
+
+
+def test_fast_cue_is_extended_into_the_gap_to_be_readable():
+    # 34 characters spoken in 1 s (34 cps); 3 s of silence follow
+    segments = [word_segment("Quick words, spoken far too fast.", 0.0, per_word=0.2),
+                word_segment("Next line.", 5.0)]
+    cues = subtitles.build_cues(segments, 42, 2, 7.0, max_cps=17.0)
+    first = cues[0]
+    assert first.start == 0.0
+    assert first.end - first.start >= len(first.text) / 17.0 - 1e-6
+    assert first.end <= cues[1].start - 0.08 + 1e-6
+
+
+def test_too_fast_cues_of_one_speaker_merge_and_never_overlap():
+    segments = [word_segment("A rapid first remark.", 0.0, per_word=0.15),
+                word_segment("And a rapid second.", 0.65, per_word=0.15),
+                word_segment("Then somebody else.", 1.3, per_word=0.15)]
+    segments[2]["speaker"] = "SPEAKER_01"
+    for s in segments[:2]:
+        s["speaker"] = "SPEAKER_00"
+    cues = subtitles.build_cues(segments, 42, 2, 7.0, max_cps=17.0)
+    assert cues[0].text.replace("\n", " ") == "A rapid first remark. And a rapid second."
+    assert cues[1].text == "Then somebody else."  # other speakers are never merged in
+    assert all(a.end <= b.start + 1e-9 for a, b in zip(cues, cues[1:]))
+
+
+def test_speaker_labels_mark_each_change_of_speaker():
+    segments = [dict(word_segment("Hello.", 0.0), speaker="SPEAKER_00"),
+                dict(word_segment("Still me.", 2.0), speaker="SPEAKER_00"),
+                dict(word_segment("Hi there.", 4.0), speaker="SPEAKER_01")]
+    cues = subtitles.build_cues(segments, 42, 2, 7.0, speaker_labels=True,
+                                speaker_names={"SPEAKER_01": "Ana"})
+    assert [c.text for c in cues] == ["Speaker 1: Hello.", "Still me.", "Ana: Hi there."]
+
+
+def test_ass_is_written_when_asked(tmp_path):
+    src = tmp_path / "t.json"
+    src.write_text(json.dumps({"lines": [{"start": 1.0, "end": 3.0, "text": "Olá mundo."}]}))
+    subtitles.run(src, {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0},
+                  ass_path=tmp_path / "a.ass")
+    parsed = pysubs2.load(str(tmp_path / "a.ass"), encoding="utf-8")
+    assert [e.plaintext for e in parsed] == ["Olá mundo."] and parsed[0].start == 1000
