@@ -273,6 +273,34 @@ def _bundled_binary(name: str) -> tuple[str | None, str]:
     return (path if os.path.isfile(path) else None), package
 
 
+# What the stages ask ffmpeg for: a build without one of these fails late and obscurely.
+REQUIRED_ENCODERS = ("aac", "pcm_s16le", "pcm_s24le", "srt")
+REQUIRED_FILTERS = ("loudnorm", "aresample", "pan", "atempo", "volume", "amix")
+
+
+def check_capabilities(config: dict[str, Any] | None = None) -> dict[str, str]:
+    """Preflight: both binaries resolve and ffmpeg has every encoder and filter we use.
+
+    Run once when the DAG is built (about 50 ms), so a PATH ffmpeg built without AAC or
+    loudnorm stops the run before hours of transcription, naming what is missing.
+    Returns the resolved binary paths.
+    """
+    cfg = settings(config)
+    found = {tool: resolve_binary(tool, getattr(cfg, tool)) for tool in ("ffmpeg", "ffprobe")}
+    missing = []
+    for kind, names in (("encoders", REQUIRED_ENCODERS), ("filters", REQUIRED_FILTERS)):
+        listing = run("ffmpeg", [f"-{kind}"], stage="preflight", path=None, config=config).stdout
+        available = {line.split()[1] for line in listing.splitlines() if len(line.split()) > 1}
+        missing += [f"{name} ({kind[:-1]})" for name in names if name not in available]
+    if missing:
+        raise FFmpegError(
+            f"The ffmpeg at {found['ffmpeg']} lacks {', '.join(missing)}, which dubflow needs; "
+            "set ffmpeg.ffmpeg to a full build (auto finds the pip-installed one) or install one.",
+            stage="preflight", path=found["ffmpeg"],
+        )
+    return found
+
+
 # --------------------------------------------------------------------------------------
 # Arguments
 # --------------------------------------------------------------------------------------

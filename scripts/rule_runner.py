@@ -22,6 +22,7 @@ import traceback
 from typing import Any, Callable
 
 from errors import DubflowError
+from redaction import RedactingFilter, redact
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -41,6 +42,7 @@ def setup_logging(log_path: str | None) -> logging.Logger:
     if log_path:
         handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(RedactingFilter())
         root.addHandler(handler)
     return logging.getLogger("dubflow")
 
@@ -76,6 +78,6 @@ def run_rule(snakemake: Any, stage: str, function: Callable[..., Any], **kwargs:
 
 
 def _fail(sentence: str) -> None:
-    print(f"dubflow: {sentence}", file=sys.stderr, flush=True)
+    print(f"dubflow: {redact(sentence)}", file=sys.stderr, flush=True)
     logging.shutdown()
     sys.exit(1)

@@ -200,13 +200,82 @@ def preflight(config: dict, workflow_dir: str | Path) -> None:
     workflow's folder, where `make setup` puts models/: so the default config works from
     any project folder. The config is updated in place with the path that was found.
     """
-    asr = config["asr"]
-    asr["model"] = str(resolve_model_path(asr["model"], workflow_dir))
-    check_whisper_model(asr["model"])
+    resolve_model_paths(config, workflow_dir)
+    check_whisper_model(config["asr"]["model"])
     if "diarization" in config:
         from diarize import preflight as check_diarization  # light: no torch import
 
         check_diarization(config["diarization"])
+    if "ffmpeg" in config:
+        from ffmpeg_safe import check_capabilities
+
+        check_capabilities(config["ffmpeg"])
+    check_writable(("out", "work", "logs", "benchmarks"))
+
+
+def resolve_model_paths(config: dict, workflow_dir: str | Path) -> None:
+    """Every configured model/voice/glossary path, resolved like asr.model."""
+    def resolve(value: str | None) -> str | None:
+        return str(resolve_model_path(value, workflow_dir)) if value else value
+
+    config["asr"]["model"] = resolve(config["asr"]["model"])
+    translation = config.get("translation", {})
+    for key in ("models", "glossary"):
+        translation[key] = {pair: resolve(path) for pair, path in (translation.get(key) or {}).items()}
+    tts = config.get("tts", {})
+    tts["piper_voices"] = {name: resolve(path) for name, path in (tts.get("piper_voices") or {}).items()}
+    if tts.get("coqui"):
+        tts["coqui"]["model_dir"] = resolve(tts["coqui"].get("model_dir"))
+
+
+def check_languages(config: dict, samples: dict[str, "Sample"]) -> None:
+    """Every (source, target) pair the run can meet: a backend and a voice for each.
+
+    Cheap checks only (no model loading), so a language nobody can translate or voice
+    stops the run before hours of transcription. An ``auto`` source language is checked
+    when it is known, by the translate stage.
+    """
+    from synthesize import check_voices
+    from translate import check_pair
+
+    seen = set()
+    for sample in [None, *samples.values()]:
+        merged = settings_for(config, sample)
+        source = merged["source_language"]
+        for target in merged["target_languages"]:
+            key = (source, target)
+            if key in seen:
+                continue
+            seen.add(key)
+            if source != target:
+                check_pair(None if source == "auto" else source, target, merged["translation"])
+            check_voices(target, merged["tts"])
+
+
+def check_writable(folders: tuple[str, ...]) -> None:
+    """The output folders can be created and written, or say which one and why not."""
+    for folder in folders:
+        path = Path(folder)
+        probe = path if path.exists() else next((p for p in path.absolute().parents if p.exists()), None)
+        if probe is not None and (not probe.is_dir() or not _writable(probe)):
+            raise ConfigError(
+                f"the output folder {path.absolute()} cannot be written (read-only file system "
+                f"or no permission); run dubflow from a folder you can write to, or fix its "
+                f"permissions"
+            )
+
+
+def _writable(folder: Path) -> bool:
+    import os
+    import tempfile
+
+    if not os.access(folder, os.W_OK):
+        return False
+    try:  # os.access says yes to root even on a read-only mount
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def resolve_model_path(path: str | Path, workflow_dir: str | Path) -> Path:

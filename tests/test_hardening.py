@@ -1,0 +1,137 @@
+"""Secrets never reach logs; the batch summary explains each video; preflight refusals."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import batch
+import ffmpeg_safe
+import redaction
+import settings
+from errors import ConfigError, FFmpegError
+
+TOKEN = "hf_sEcReT0123456789abcdef"
+
+
+def test_token_from_the_environment_is_redacted_in_logs_and_tracebacks(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    log_path = tmp_path / "stage.log"
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.addFilter(redaction.RedactingFilter())
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("calling the hub with token=%s", TOKEN)
+        try:
+            raise RuntimeError(f"401 for token {TOKEN}")
+        except RuntimeError:
+            logger.exception("hub failed")
+    finally:
+        handler.close()
+        logger.removeHandler(handler)
+    text = log_path.read_text()
+    assert TOKEN not in text
+    assert text.count(redaction.MASK) >= 2  # the message and the exception's own line
+
+
+def test_masked_config_hides_secret_keys_and_values(monkeypatch):
+    monkeypatch.setenv("MY_API_KEY", "k-very-secret-value")
+    config = {"diarization": {"token_env": "HF_TOKEN", "pipeline": "https://x/k-very-secret-value"},
+              "hub_token": "pasted-by-mistake", "asr": {"beam_size": 5}}
+    masked = redaction.masked_config(config)
+    assert masked["hub_token"] == redaction.MASK
+    assert masked["diarization"]["token_env"] == "HF_TOKEN"  # a name, not a secret
+    assert "k-very-secret-value" not in masked["diarization"]["pipeline"]
+    assert masked["asr"]["beam_size"] == 5
+    assert config["hub_token"] == "pasted-by-mistake"  # the original is untouched
+
+
+def test_effective_config_is_written_masked(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    batch.write_effective_config({"diarization": {"pipeline": f"x{TOKEN}"}}, tmp_path / "c.yaml")
+    text = (tmp_path / "c.yaml").read_text()
+    assert TOKEN not in text and yaml.safe_load(text)["diarization"]["pipeline"] == "x***"
+
+
+def stage_log(root: Path, name: str, stage: str, lines: list[str]) -> Path:
+    path = root / "logs" / name / f"{stage}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_batch_summary_has_one_line_per_video_with_reason_and_log(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "good.mkv").write_bytes(b"x")
+    stage_log(tmp_path, "good", "mux", ["2026-01-01 10:00:00,000 INFO dubflow: stage mux done"])
+    bad = stage_log(tmp_path, "bad", "extract", [
+        "2026-01-01 10:00:00,000 INFO dubflow: stage extract for bad (threads=1)",
+        "2026-01-01 10:00:01,000 ERROR dubflow: in/bad.mp4 is not a media file ffmpeg can "
+        "read (stage extract); check the file or re-export it",
+        "2026-01-01 10:00:01,000 ERROR dubflow: detail:",
+    ])
+    rows = batch.summarise(["bad", "good", "later"], tmp_path / "out", tmp_path / "logs")
+    by_name = {row.name: row for row in rows}
+    assert by_name["good"].status == "done"
+    assert by_name["bad"].status == "failed" and by_name["bad"].log == str(bad)
+    assert by_name["bad"].reason.startswith("in/bad.mp4 is not a media file")
+    assert by_name["later"].status == "not built"
+    batch.write_summary(rows, tmp_path / "summary.tsv")
+    table = (tmp_path / "summary.tsv").read_text().splitlines()
+    assert table[0] == "name\tstatus\treason\tlog" and len(table) == 4
+    text = batch.format_summary(rows)
+    assert text.splitlines()[0] == "dubflow batch: 1 done, 1 failed, 1 not built"
+
+
+def test_an_old_failure_is_forgotten_once_the_video_is_built(tmp_path):
+    log = stage_log(tmp_path, "ep", "mix", ["2026-01-01 10:00:01,000 ERROR dubflow: disk full"])
+    past = time.time() - 3600
+    os.utime(log, (past, past))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "ep.mkv").write_bytes(b"x")
+    assert batch.video_status("ep", tmp_path / "out", tmp_path / "logs").status == "done"
+
+
+def fake_ffmpeg(tmp_path: Path, filters: list[str]) -> str:
+    """An ffmpeg that lists only some filters, like a minimal distro build."""
+    script = tmp_path / "ffmpeg"
+    listing = "\\n".join(f" ... {name}  A->A  x" for name in filters)
+    encoders = "\\n".join(f" A..... {name}  x" for name in ffmpeg_safe.REQUIRED_ENCODERS)
+    script.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do\n'
+        f'  [ "$a" = -filters ] && printf "{listing}\\n" && exit 0\n'
+        f'  [ "$a" = -encoders ] && printf "{encoders}\\n" && exit 0\n'
+        "done\nexit 0\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+def test_preflight_names_missing_ffmpeg_filters(tmp_path):
+    binary = fake_ffmpeg(tmp_path, ["aresample", "pan", "atempo", "volume", "amix"])
+    config = {"ffmpeg": binary, "ffprobe": "auto", "timeout_per_media_s": 2.0,
+              "min_timeout_s": 10, "retries": 0}
+    with pytest.raises(FFmpegError) as error:
+        ffmpeg_safe.check_capabilities(config)
+    assert "loudnorm (filter)" in str(error.value) and "ffmpeg.ffmpeg" in str(error.value)
+
+
+def test_preflight_accepts_the_installed_ffmpeg():
+    found = ffmpeg_safe.check_capabilities(None)
+    assert Path(found["ffmpeg"]).is_file() and Path(found["ffprobe"]).is_file()
+
+
+def test_unwritable_output_folder_is_refused_before_any_job(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").write_text("a file where the output folder should be")
+    with pytest.raises(ConfigError, match="out cannot be written"):
+        settings.check_writable(("out", "work"))
+    settings.check_writable(("work", "logs"))  # folders that do not exist yet are fine
