@@ -1,0 +1,315 @@
+"""QA report: complete, escaped, self-contained, tolerant of missing pieces, light for a film."""
+
+import base64
+import json
+import random
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+import report
+from errors import InputError
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+WORDS = ["the", "train", "leaves", "at", "nine", "and", "we", "should", "not", "miss", "it",
+         "because", "weather", "is", "cold", "today", "please", "remember", "your", "ticket",
+         "good", "morning", "everyone"]
+
+
+def sentence(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
+
+
+def make_inputs(folder: Path, n_lines: int = 6, langs: tuple = ("pt",),
+                duration: float | None = 62.0, seed: int = 1) -> dict:
+    """Files in the formats the other stages write, for n_lines spread over the video."""
+    rng = random.Random(seed)
+    span = duration or 62.0
+    segments, turns, t = [], [], 0.5
+    step = span / n_lines
+    for i in range(n_lines):
+        start, end = round(t, 3), round(t + step * rng.uniform(0.5, 0.9), 3)
+        speaker = f"SPEAKER_0{i % 3 if i % 7 else 1}"
+        text = sentence(rng, rng.randint(4, 14))
+        words, w = [], start
+        for token in text.split():
+            words.append({"start": round(w, 3), "end": round(w + 0.2, 3), "word": " " + token,
+                          "probability": 0.9})
+            w += (end - start) / len(text.split())
+        segments.append({"start": start, "end": end, "speaker": speaker, "text": text,
+                         "words": words, "avg_logprob": -0.3, "no_speech_prob": 0.01,
+                         "low_confidence": False})
+        turns.append(f"SPEAKER video 1 {start:.3f} {end - start:.3f} <NA> <NA> {speaker} "
+                     "<NA> <NA>\n")
+        t += step
+    transcript = {"language": "en", "language_probability": 0.98, "segments": segments}
+    if duration is not None:
+        transcript["duration_s"] = duration
+    work = folder / "work" / "video"
+    work.mkdir(parents=True)
+    (work / "transcript.json").write_text(json.dumps(transcript), encoding="utf-8")
+    (work / "speakers.rttm").write_text("".join(turns), encoding="utf-8")
+    translations, fits = [], []
+    for lang in langs:
+        (work / lang).mkdir()
+        lines, fit_lines = [], []
+        for i, seg in enumerate(segments):
+            line_id = f"{i + 1:04d}"
+            text = f"[{lang}] " + sentence(rng, rng.randint(4, 14))
+            lines.append({"id": line_id, "speaker": seg["speaker"], "start": seg["start"],
+                          "end": seg["end"], "source": seg["text"], "text": text, "edited": False})
+            slot = round(seg["end"] - seg["start"], 3)
+            natural = round(slot * rng.uniform(0.6, 1.5), 3)
+            borrowed = round(min(max(natural - slot, 0), 0.3), 3)
+            speed = round(min(max(natural / (slot + borrowed), 1.0), 1.25), 3)
+            trimmed = round(max(natural / speed - slot - borrowed, 0), 3)
+            flags = [f for f, on in (("borrowed", borrowed > 0), ("sped_up", speed > 1),
+                                     ("trimmed", trimmed > 0)) if on]
+            fit_lines.append({"id": line_id, "start": seg["start"], "slot_s": slot,
+                              "available_s": slot + 0.3, "natural_s": natural,
+                              "borrowed_s": borrowed, "speed": speed, "trimmed_s": trimmed,
+                              "played_s": round(min(natural / speed, slot + 0.3), 3),
+                              "flags": flags, "text": text, "speaker": seg["speaker"],
+                              "voice": f"{lang}-voice-{seg['speaker'][-1]}"})
+        translation = {"source_language": "en", "target_language": lang, "backend": "argos",
+                       "model": f"en-{lang}", "lines": lines}
+        fit = {"lines": fit_lines,
+               "summary": {"lines": len(fit_lines),
+                           "borrowed": sum("borrowed" in f["flags"] for f in fit_lines),
+                           "sped_up": sum("sped_up" in f["flags"] for f in fit_lines),
+                           "trimmed": sum("trimmed" in f["flags"] for f in fit_lines),
+                           "max_speed": max(f["speed"] for f in fit_lines)},
+               "loudness": {"input_i": -23.4, "output_i": -16.2, "output_tp": -1.3,
+                            "target_lufs": -16, "true_peak_db": -1}}
+        (work / lang / "translation.json").write_text(json.dumps(translation), encoding="utf-8")
+        (work / lang / "fit.json").write_text(json.dumps(fit), encoding="utf-8")
+        translations.append(work / lang / "translation.json")
+        fits.append(work / lang / "fit.json")
+    bench = folder / "benchmarks" / "video"
+    bench.mkdir(parents=True)
+    for stage, seconds, rss in (("transcribe", 12.5, 812.3), ("diarize", 20.1, 1430.0),
+                                *((f"mix.{lang}", 3.2, 240.0) for lang in langs)):
+        row = f"{seconds}\t0:00:{int(seconds):02d}\t{rss}\t900\t700\t710\t1.0\t2.0\t85\t10.0\n"
+        (bench / f"{stage}.tsv").write_text(BENCH_HEADER + row, encoding="utf-8")
+    return {"name": "video", "transcript": work / "transcript.json", "rttm": work / "speakers.rttm",
+            "translations": translations, "fits": fits, "benchmarks_dir": bench,
+            "output_html": folder / "out" / "video.report.html"}
+
+
+def edit_json(path: Path, change) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    change(document)
+    path.write_text(json.dumps(document), encoding="utf-8")
+
+
+def build_page(inputs: dict) -> str:
+    report.build(**inputs)
+    return inputs["output_html"].read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def inputs(tmp_path) -> dict:
+    return make_inputs(tmp_path, langs=("pt", "de"))
+
+
+def test_page_has_every_line_id_and_translation(inputs):
+    page = build_page(inputs)
+    for path in inputs["translations"]:
+        for line in json.loads(path.read_text(encoding="utf-8"))["lines"]:
+            assert f"<td>{line['id']}</td>" in page
+            assert line["text"] in page
+            assert line["source"] in page
+    assert "pt — Portuguese" in page and "de — German" in page
+    assert "en — English (p = 0.98)" in page
+    assert not list(inputs["output_html"].parent.glob(".*partial*")), "temp file left behind"
+
+
+def test_untrusted_text_is_escaped(inputs):
+    evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    edit_json(inputs["transcript"], lambda d: d["segments"][0].update(text=evil))
+
+    def poison(document):
+        document["lines"][0].update(source=evil, text=evil, speaker="<b>boss</b>")
+
+    edit_json(inputs["translations"][0], poison)
+    page = build_page(inputs)
+    assert "<script" not in page.lower()
+    assert "<img src=x" not in page and "<b>boss" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;b&gt;boss&lt;/b&gt;" in page
+
+
+def test_plot_is_embedded_as_png(inputs):
+    page = build_page(inputs)
+    match = re.search(r'<img class="plot"[^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert match, "timeline image missing"
+    assert base64.b64decode(match.group(1)).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_page_references_nothing_outside_itself(inputs):
+    page = build_page(inputs)
+    assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:|//|file:)', page, re.IGNORECASE)
+    assert "http://" not in page and "https://" not in page
+    assert "url(" not in page and "@import" not in page
+    assert "<link" not in page and "<script" not in page
+
+
+def test_sped_up_trimmed_and_borrowed_lines_are_flagged(tmp_path):
+    inputs = make_inputs(tmp_path, n_lines=3)
+
+    def fit_figures(document):
+        first, second, third = document["lines"]
+        first.update(slot_s=2.0, natural_s=2.3, borrowed_s=0.3, speed=1.0, trimmed_s=0.0,
+                     flags=["borrowed"])
+        second.update(slot_s=2.0, natural_s=2.9, borrowed_s=0.3, speed=1.25, trimmed_s=0.0,
+                      flags=["borrowed", "sped_up"])
+        # no "flags" list at all: the figures alone must still raise the flags
+        third.update(slot_s=2.0, natural_s=4.0, borrowed_s=0.0, speed=1.25, trimmed_s=1.2)
+        del third["flags"]
+
+    edit_json(inputs["fits"][0], fit_figures)
+    page = build_page(inputs)
+    rows = {m.group(2): m.group(0) for m in
+            re.finditer(r"<tr( class=\"[^\"]*\")?><td>(\d{4})</td>.*?</tr>", page)}
+    assert "borrowed" in rows["0001"] and "sped up" not in rows["0001"]
+    assert rows["0001"].startswith("<tr><td>"), "borrowing alone is normal, not highlighted"
+    assert rows["0002"].startswith('<tr class="sp">') and 'k-sp">sped up' in rows["0002"]
+    assert "×1.25" in rows["0002"]
+    assert rows["0003"].startswith('<tr class="tr">') and 'k-tr">trimmed' in rows["0003"]
+    assert 'k-sp">sped up' in rows["0003"]
+    assert 'class="n over">4.00 / 2.00' in rows["0003"]
+
+
+def test_edited_and_low_confidence_lines_are_marked(inputs):
+    edit_json(inputs["transcript"], lambda d: d["segments"][2].update(low_confidence=True,
+                                                                      avg_logprob=-1.4))
+    edit_json(inputs["translations"][0], lambda d: d["lines"][4].update(edited=True))
+    page = build_page(inputs)
+    pt = page[page.index('id="lang-pt"'):page.index('id="lang-de"')]
+    row3 = re.search(r"<tr[^>]*><td>0003</td>.*?</tr>", pt).group(0)
+    assert re.match(r'<tr class="[^"]*\blc\b', row3)
+    assert "low conf" in row3 and "avg log-prob -1.40" in row3
+    row5 = re.search(r"<tr[^>]*><td>0005</td>.*?</tr>", pt).group(0)
+    assert 'k-ed">edited' in row5
+    assert pt.count("low conf</b>") == 1 and pt.count('k-ed">edited') == 1
+
+
+def test_missing_benchmarks_and_fit_keys_do_not_crash(tmp_path):
+    inputs = make_inputs(tmp_path, duration=None)
+    inputs["benchmarks_dir"] = tmp_path / "benchmarks" / "nowhere"
+    # fit.json as a half-finished mix stage might write it: ids and little else
+    half_written = [{"id": "0001"}, {"id": "0002", "speed": None},
+                    {"id": "0003", "flags": ["trimmed"]}]
+    edit_json(inputs["fits"][0], lambda d: (d.pop("summary"), d.pop("loudness"),
+                                            d.update(lines=half_written)))
+    page = build_page(inputs)
+    assert "No benchmark files yet" in page
+    assert "not measured: loudness and true peak" in page
+    assert "estimated from the last speech" in page
+    assert '<b class="k k-tr">trimmed</b>' in page
+    assert "<td>0006</td>" in page
+
+
+def test_missing_fit_file_and_no_languages(tmp_path):
+    inputs = make_inputs(tmp_path)
+    page = build_page({**inputs, "fits": []})
+    assert "No fit.json for this language yet" in page and "<tr><td>0001</td>" in page
+    page = build_page({**inputs, "translations": [], "fits": []})
+    assert "No target languages" in page and 'src="data:image/png;base64,' in page
+
+
+def test_lines_the_mix_did_not_voice_are_marked_and_not_plotted(tmp_path):
+    inputs = make_inputs(tmp_path, n_lines=4)
+    # line 0002 had empty text: the mix placed nothing for it and counted 3 lines
+    edit_json(inputs["fits"][0], lambda d: (d["lines"].pop(1), d["summary"].update(lines=3)))
+    lang = report.load_languages(inputs["translations"], inputs["fits"], [])[0]
+    assert [line.placed for line in lang.lines] == [True, False, True, True]
+    assert lang.lines[1].flags == ["unvoiced"]
+    _, bars = report.timeline_bars([], [lang], report.speaker_order([], [], [lang]))
+    assert len(bars) == 3
+    page = build_page(inputs)
+    assert re.search(r'<tr class="uv"><td>0002</td>.*?not voiced</b></td></tr>', page)
+    assert "4 lines · translated by argos / en-pt · 3 voiced" in page
+
+
+def test_played_seconds_from_fit_json_place_the_line():
+    line = report.DubLine(id="1", speaker="A", start=10.0, end=12.0, source="", text="",
+                          natural_s=3.0, speed=1.2, available_s=2.2)
+    assert line.placed_end == pytest.approx(12.2)  # 3.0 / 1.2 = 2.5, cut to what is available
+    line.played_s = 2.1
+    assert line.placed_end == pytest.approx(12.1)
+
+
+def test_without_diarization_lines_still_get_a_timeline_row(tmp_path):
+    inputs = make_inputs(tmp_path)
+    inputs["rttm"].write_text("", encoding="utf-8")
+    edit_json(inputs["transcript"], lambda d: [s.pop("speaker") for s in d["segments"]])
+    edit_json(inputs["translations"][0], lambda d: [line.pop("speaker") for line in d["lines"]])
+    edit_json(inputs["fits"][0], lambda d: [line.pop("speaker") for line in d["lines"]])
+    page = build_page(inputs)
+    assert "not labelled (no diarization)" in page
+    assert 'src="data:image/png;base64,' in page and "(unlabelled)" in page
+
+
+def test_stage_timings_from_benchmark_files(inputs):
+    bench = inputs["benchmarks_dir"]
+    not_measured = "\tNA" * 8 + "\n"
+    (bench / "extract.tsv").write_text(BENCH_HEADER + "6.2\t0:00:06" + not_measured
+                                       + "5.8\t0:00:05" + not_measured)
+    (bench / "broken.tsv").write_text("not a benchmark\n")
+    page = build_page(inputs)
+    timings = page[page.index('id="timings"'):]
+    stages = re.findall(r"<tr><td>([\w.]+)</td>", timings)
+    assert stages == ["extract", "diarize", "transcribe", "mix.de", "mix.pt"]
+    # mean of the repeats, RSS not measured, RTF against the 62 s video
+    assert ('<td>extract</td><td class="n">6.0</td><td class="n">–</td>'
+            '<td class="n">0.097</td>') in timings
+    assert ('<td>transcribe</td><td class="n">12.5</td><td class="n">812</td>'
+            '<td class="n">0.202</td>') in timings
+
+
+@pytest.mark.parametrize("loudness, verdict", [
+    ({"output_i": -16.6, "output_tp": -1.0, "target_lufs": -16, "true_peak_db": -1}, "pass"),
+    ({"output_i": -17.5, "output_tp": -2.0, "target_lufs": -16, "true_peak_db": -1}, "fail"),
+    ({"output_i": -16.0, "output_tp": -0.4, "target_lufs": -16, "true_peak_db": -1}, "fail"),
+    ({"output_i": -16.0, "target_lufs": -16}, "na"),
+    ({}, "na"),
+])
+def test_loudness_verdict(loudness, verdict):
+    assert report.loudness_verdict(loudness)[0] == verdict
+
+
+def test_bad_input_names_file_and_stage(tmp_path):
+    inputs = make_inputs(tmp_path)
+    inputs["transcript"].write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError, match=r"transcript\.json is not valid JSON.*transcribe stage"):
+        report.build(**inputs)
+    assert not inputs["output_html"].exists()
+    inputs = make_inputs(tmp_path / "again")
+    inputs["fits"][0].unlink()
+    with pytest.raises(InputError, match=r"fit\.json is missing.*mix stage"):
+        report.build(**inputs)
+
+
+def test_clock_and_panels():
+    assert report.clock(62.04) == "1:02.0"
+    assert report.clock(7322.5) == "2:02:02.5"
+    assert report.clock(59.96) == "1:00.0"
+    assert report.clock(3600, 0) == "1:00:00"
+    assert report.panel_length(62.0) == 62.0
+    assert report.panel_length(7200.0) == 600.0
+    assert 7200.0 / report.panel_length(7200.0) <= report.MAX_PANELS
+
+
+def test_two_hour_film_builds_fast_and_light(tmp_path):
+    inputs = make_inputs(tmp_path, n_lines=1500, langs=("pt", "de"), duration=7200.0)
+    started = time.perf_counter()
+    report.build(**inputs)
+    elapsed = time.perf_counter() - started
+    size = inputs["output_html"].stat().st_size
+    assert elapsed < 10, f"build took {elapsed:.1f} s"
+    assert size < 3_000_000, f"page is {size / 1e6:.2f} MB"
+    page = inputs["output_html"].read_text(encoding="utf-8")
+    assert "<td>1500</td>" in page and "panels of 10:00" in page
