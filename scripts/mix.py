@@ -1,0 +1,648 @@
+"""Stage mix: the dub track, lines at their source times over the ducked original mix.
+
+Inputs are ``source.wav`` (the original mix, any rate and layout, possibly hours long) and
+the synthesize stage's ``tts/`` folder (``lines.json`` plus one wav per line). Output is
+``dub.wav`` (``mix.sample_rate``, ``mix.channels``, 24-bit, at ``mix.target_lufs``) and
+``fit.json`` (per-line timing decisions and loudness figures, read by the QA report).
+
+How, and why this way:
+
+1. :func:`fit.plan` decides per line: as is, borrow silence, speed up, trim. Only lines
+   that need it go through ffmpeg (``rubberband``, pitch kept); every line is resampled
+   to ``mix.sample_rate`` with a polyphase filter in-process (no ffmpeg start per line).
+2. Python writes a *control track*: channel 0 is the voice (each line at
+   ``round(start * rate)``, never concatenated, so nothing drifts over a film), channel 1
+   is the bed's gain envelope (1.0, or ``-duck_db`` with short ramps while a line plays).
+   It is written in 10-second blocks with at most one prepared line in memory, so memory
+   does not grow with the film's length.
+3. One ffmpeg graph does the rest while streaming: the source is resampled and downmixed
+   to the dub layout, multiplied by the envelope and the voice is added. Pass 1 measures
+   it (EBU R128), pass 2 writes it through ``loudnorm`` in its linear mode with the
+   measured values, or, when one constant gain would push the true peak past the
+   ceiling, through a peak limiter with the gain corrected by one more measuring pass
+   (see :func:`render_normalised`).
+
+Ducking follows the line timings instead of a sidechain compressor: the depth is exactly
+``duck_db`` whatever the voice's level, the bed does not pump back up in the pauses between
+words, and the envelope is a file, so thousands of lines need no filter expression (an
+argument longer than 128 KiB cannot even be passed to a process on Linux).
+"""
+
+import bisect
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+import fit
+from atomic import atomic_path, write_json
+from errors import ConfigError, InputError
+from ffmpeg_safe import file_arg, probe, require_audio, run_ffmpeg
+
+STAGE = "mix"
+log = logging.getLogger(__name__)
+
+#: The ``mix:`` config section's keys and their defaults (config/config.yaml documents them).
+DEFAULTS = {
+    "target_lufs": -16.0,
+    "true_peak_db": -1.0,
+    "max_speedup": 1.25,
+    "sample_rate": 48000,
+    "channels": 2,
+    "duck_db": 12.0,
+    "fade_ms": 30.0,
+    "separation_model": None,
+}
+#: Silence kept between a line that borrows time and the next line.
+GAP_S = 0.05
+#: The control track is written this many seconds at a time.
+BLOCK_S = 10.0
+# The bed is fully down by the time a line starts and comes back up after it; two lines
+# closer than both ramps together share one dip instead of a short swell between them.
+DUCK_ATTACK_S = 0.08
+DUCK_RELEASE_S = 0.30
+#: Dub layouts: ffmpeg's name and how the mono voice is placed (centre for 5.1).
+LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
+VOICE_PAN = {1: "mono|c0=c0", 2: "stereo|c0=c0|c1=c0", 6: "5.1|FC=c0"}
+#: loudnorm's loudness-range target, at its maximum on purpose. The dub keeps the film's
+#: own dynamics (and the ducking): loudnorm is there for the integrated level and the
+#: true-peak ceiling. With a smaller target it compresses whatever is further than half
+#: the range from the mean, lifting the ducked bed between lines by a dB or two, and it
+#: refuses its linear mode whenever the measured range exceeds the target.
+LRA_TARGET = 50.0
+#: True peaks are held under the ceiling at 192 kHz (loudnorm's check, the limiter), before
+#: the dub is resampled to its own rate; the resampling filter moves peaks by a few
+#: hundredths of a dB, so they are held this much under ``true_peak_db`` and the file
+#: still meets it.
+TP_MARGIN_DB = 0.2
+#: The look-ahead peak limiter (see render_normalised): fast enough to catch a plosive,
+#: slow enough to release without distortion.
+LIMITER_ATTACK_MS = 2.0
+LIMITER_RELEASE_MS = 80.0
+#: The meter at the end of every ffmpeg pass (framelog=quiet: only the summary, not
+#: ten lines a second).
+METER = "ebur128=peak=true:framelog=quiet"
+#: Integrated loudness at or below the EBU R128 absolute gate: nothing to normalise.
+SILENCE_LUFS = -70.0
+#: Envelope and voice stay float so a loud voice over a loud bed cannot clip before it is
+#: normalised.
+CONTROL_SUBTYPE = "FLOAT"
+
+
+@dataclass(frozen=True)
+class MixSettings:
+    """The ``mix:`` section with defaults filled in and checked."""
+
+    target_lufs: float
+    true_peak_db: float
+    max_speedup: float
+    sample_rate: int
+    channels: int
+    duck_db: float
+    fade_ms: float
+
+
+def settings(mix: dict | None) -> MixSettings:
+    """Read the ``mix:`` section; the schema checks it too, but tests pass plain dicts."""
+    merged = {**DEFAULTS, **(mix or {})}
+    if merged["separation_model"] is not None:
+        raise ConfigError(
+            f"mix.separation_model is {merged['separation_model']!r}, but music/voice "
+            "separation is not supported yet (no offline separator is installed); set it "
+            "to null to duck the original mix under the dub instead."
+        )
+
+    def number(key: str, low: float, high: float) -> float:
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            low <= value <= high
+        ):
+            raise ConfigError(
+                f"mix.{key} is {value!r}, but it must be a number from {low:g} to {high:g}."
+            )
+        return float(value)
+
+    channels = merged["channels"]
+    if channels not in LAYOUTS or isinstance(channels, bool):
+        raise ConfigError(
+            f"mix.channels is {channels!r}, but it must be one of "
+            f"{', '.join(map(str, LAYOUTS))} (mono, stereo, 5.1)."
+        )
+    rate = merged["sample_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 8000 <= rate <= 192000:
+        raise ConfigError(
+            f"mix.sample_rate is {rate!r}, but it must be a whole number of Hz "
+            "from 8000 to 192000."
+        )
+    return MixSettings(
+        # loudnorm's own limits for I and TP.
+        target_lufs=number("target_lufs", -70, -5),
+        true_peak_db=number("true_peak_db", -9, 0),
+        max_speedup=number("max_speedup", 1, 4),
+        sample_rate=rate,
+        channels=channels,
+        duck_db=number("duck_db", 0, 60),
+        fade_ms=number("fade_ms", 0, 5000),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Lines
+# --------------------------------------------------------------------------------------
+
+
+def read_lines(tts_dir: str | Path) -> list[dict]:
+    """lines.json of the synthesize stage, with each wav's real length as ``duration_s``.
+
+    Every wav is opened (header only) before any audio is processed, so a missing or
+    damaged file stops the stage in seconds rather than after an hour of mixing.
+    """
+    tts_dir = Path(tts_dir)
+    index = tts_dir / "lines.json"
+    if not index.is_file():
+        raise InputError(
+            f"{index} does not exist (stage {STAGE}); re-run the synthesize stage for this "
+            "video and language so it writes the line list."
+        )
+    try:
+        lines = json.loads(index.read_text(encoding="utf-8"))
+        if not isinstance(lines, list) or not all(isinstance(x, dict) for x in lines):
+            raise ValueError("not a list of line objects")
+        for line in lines:
+            start, end = float(line["start"]), float(line["end"])
+            if not (math.isfinite(start) and math.isfinite(end) and start >= 0):
+                raise ValueError(f"line {line['id']} has start {start} and end {end}")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = f"no {error}" if isinstance(error, KeyError) else _reason(error)
+        raise InputError(
+            f"{index} is not a valid line list ({reason}) (stage {STAGE}); re-run the "
+            "synthesize stage for this video and language to write it again."
+        ) from None
+    checked = []
+    for line in lines:
+        if line.get("wav"):
+            line = {**line, "duration_s": _wav_duration(tts_dir, line)}
+        checked.append(line)
+    return checked
+
+
+def _wav_duration(tts_dir: Path, line: dict) -> float:
+    name = str(line["wav"])
+    path = tts_dir / name
+    try:
+        if Path(name).name != name:
+            raise ValueError("the name must be a plain file name inside the tts folder")
+        info = sf.info(str(path))
+        if info.frames <= 0:
+            raise ValueError("it holds no audio")
+    except (OSError, ValueError, RuntimeError, sf.LibsndfileError) as error:
+        raise _bad_wav(path, line, error) from None
+    return info.frames / info.samplerate
+
+
+def _bad_wav(path: Path, line: dict, error: Exception) -> InputError:
+    problem = "does not exist" if not path.exists() else f"is not a readable WAV ({_reason(error)})"
+    return InputError(
+        f"{path} (line {line.get('id')}) {problem} (stage {STAGE}); re-run the synthesize "
+        "stage for this video and language to write it again."
+    )
+
+
+def _reason(error: Exception) -> str:
+    """The short cause of an error, without the path the sentence already names."""
+    text = (getattr(error, "error_string", None) or getattr(error, "strerror", None)
+            or str(error) or type(error).__name__)
+    return text.splitlines()[0].rstrip(".").lower()
+
+
+def line_audio(
+    placement: fit.Placement, wav: Path, cfg: MixSettings, workdir: Path,
+    ffmpeg: dict | None,
+) -> np.ndarray:
+    """One line as mono float32 at the dub rate: sped up, resampled, cut to its room."""
+    source = wav
+    if placement.speed > 1.0:
+        source = workdir / "tempo.wav"  # lines are prepared one at a time
+        run_ffmpeg(
+            ["-i", file_arg(wav), "-af", _tempo_filter(placement.speed, ffmpeg),
+             "-c:a", "pcm_f32le", file_arg(source)],
+            stage=STAGE, path=wav, config=ffmpeg, media_duration_s=placement.natural_s,
+        )
+    try:
+        audio, rate = sf.read(str(source), dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, sf.LibsndfileError) as error:
+        raise _bad_wav(wav, {"id": placement.id}, error) from None
+    finally:
+        if source != wav:
+            source.unlink(missing_ok=True)
+    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    mono = resample(mono, rate, cfg.sample_rate)
+    room = room_frames(placement, cfg.sample_rate)
+    if len(mono) > room:
+        mono = fade_out(mono[:room], int(cfg.fade_ms / 1000 * cfg.sample_rate))
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+#: Whether each configured ffmpeg has rubberband (asked once per process and binary).
+_RUBBERBAND: dict[str, bool] = {}
+
+
+def _tempo_filter(speed: float, ffmpeg: dict | None) -> str:
+    """rubberband (pitch kept, exact length); atempo where an ffmpeg build lacks it.
+
+    The pip-installed static ffmpeg has rubberband; a conda or distribution build may
+    not, and a dub with slightly plainer speed-ups beats a failed run.
+    """
+    binary = str((ffmpeg or {}).get("ffmpeg") or "auto")
+    if binary not in _RUBBERBAND:
+        result = run_ffmpeg(["-h", "filter=rubberband"], stage=STAGE, path=None, config=ffmpeg)
+        _RUBBERBAND[binary] = "rubberband AVOptions" in result.stdout
+        if not _RUBBERBAND[binary]:
+            log.warning("this ffmpeg (%s) has no rubberband filter; lines are sped up with "
+                        "atempo instead", binary)
+    if _RUBBERBAND[binary]:
+        return f"rubberband=tempo={speed:.6f}"
+    return f"atempo={speed:.6f}"
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Polyphase resampling by the exact rational ratio (22050 -> 48000 is 320/147)."""
+    if rate == target or len(audio) == 0:
+        return audio
+    g = math.gcd(rate, target)
+    return resample_poly(audio, target // g, rate // g).astype(np.float32)
+
+
+def room_frames(placement: fit.Placement, rate: int) -> int:
+    """Frames a line may fill: up to where the plan's available time ends, in samples.
+
+    Computed from the two rounded sample positions (not from the length alone), so a line
+    never reaches the sample where the next one starts, whatever the rounding.
+    """
+    start = round(placement.start * rate)
+    return max(0, round((placement.start + placement.available_s) * rate) - start)
+
+
+def fade_out(audio: np.ndarray, frames: int) -> np.ndarray:
+    """Linear fade over the last ``frames`` samples, so a cut line does not click."""
+    frames = min(frames, len(audio))
+    if frames > 0:
+        audio = audio.copy()
+        audio[-frames:] *= np.linspace(1.0, 0.0, frames, dtype=np.float32)
+    return audio
+
+
+# --------------------------------------------------------------------------------------
+# Control track: voice + ducking envelope
+# --------------------------------------------------------------------------------------
+
+
+def duck_intervals(placements: list[fit.Placement]) -> list[tuple[float, float]]:
+    """Seconds during which the bed is down; lines closer than both ramps share one dip."""
+    merged: list[list[float]] = []
+    for p in placements:
+        if p.played_s <= 0:
+            continue
+        if merged and p.start - merged[-1][1] < DUCK_ATTACK_S + DUCK_RELEASE_S:
+            merged[-1][1] = max(merged[-1][1], p.end)
+        else:
+            merged.append([p.start, p.end])
+    return [(a, b) for a, b in merged]
+
+
+def gain_envelope(first: int, count: int, rate: int, intervals: list[tuple[float, float]],
+                  duck_db: float) -> np.ndarray:
+    """Linear bed gain for frames ``first .. first+count``: 1.0, or ``-duck_db`` under lines.
+
+    The depth ramps linearly in dB: down over DUCK_ATTACK_S ending at the line's start,
+    up over DUCK_RELEASE_S starting at its end.
+    """
+    gain = np.ones(count, dtype=np.float32)
+    if not intervals or duck_db <= 0 or count == 0:
+        return gain
+    t0, t1 = first / rate, (first + count) / rate
+    ends = [b for _, b in intervals]
+    i = bisect.bisect_left(ends, t0 - DUCK_RELEASE_S)
+    depth = None
+    t = None
+    while i < len(intervals) and intervals[i][0] - DUCK_ATTACK_S < t1:
+        a, b = intervals[i]
+        if t is None:
+            t = (first + np.arange(count, dtype=np.float64)) / rate
+            depth = np.zeros(count, dtype=np.float64)
+        down = np.clip((t - (a - DUCK_ATTACK_S)) / DUCK_ATTACK_S, 0.0, 1.0)
+        up = np.clip((b + DUCK_RELEASE_S - t) / DUCK_RELEASE_S, 0.0, 1.0)
+        np.maximum(depth, np.minimum(down, up), out=depth)
+        i += 1
+    if depth is not None:
+        gain = (10.0 ** (-duck_db * depth / 20.0)).astype(np.float32)
+    return gain
+
+
+def placed_lines(
+    placements: list[fit.Placement], tts_dir: Path, wavs: dict[str, str], cfg: MixSettings,
+    workdir: Path, ffmpeg: dict | None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first frame, audio) per line in time order, prepared only when the writer needs it."""
+    previous_end = 0
+    for p in placements:
+        audio = line_audio(p, tts_dir / wavs[p.id], cfg, workdir, ffmpeg)
+        start = round(p.start * cfg.sample_rate)
+        # fit.plan guarantees this; a violation would mean two voices on top of each other.
+        assert start >= previous_end, f"line {p.id} overlaps the line before it"
+        if len(audio):
+            previous_end = start + len(audio)
+            yield start, audio
+
+
+def write_control(
+    path: Path, rate: int, frames: int, lines: Iterator[tuple[int, np.ndarray]],
+    intervals: list[tuple[float, float]], duck_db: float,
+) -> None:
+    """Write the 2-channel control track (voice, bed gain) block by block.
+
+    Only the current block and the line being placed are in memory: a two-hour film costs
+    the same RAM as a two-minute clip. RF64 because a float track longer than about three hours passes 4 GB.
+    """
+    block = int(BLOCK_S * rate)
+    pending = next(lines, None)
+    with sf.SoundFile(str(path), "w", rate, 2, CONTROL_SUBTYPE, format="RF64") as out:
+        for first in range(0, frames, block):
+            last = min(first + block, frames)
+            buf = np.zeros((last - first, 2), dtype=np.float32)
+            buf[:, 1] = gain_envelope(first, last - first, rate, intervals, duck_db)
+            while pending is not None and pending[0] < last:
+                start, audio = pending
+                lo, hi = max(start, first), min(start + len(audio), last)
+                if hi > lo:
+                    buf[lo - first:hi - first, 0] = audio[lo - start:hi - start]
+                if start + len(audio) > last:
+                    break
+                pending = next(lines, None)
+            out.write(buf)
+    if pending is not None:
+        # Lines past the end of the media were planned with no room, so none can be left.
+        raise AssertionError(f"a line starting at frame {pending[0]} is past the media end")
+
+
+# --------------------------------------------------------------------------------------
+# ffmpeg: bed, ducking, sum, loudness
+# --------------------------------------------------------------------------------------
+
+
+def mix_graph(cfg: MixSettings, with_voice: bool, tail: str) -> str:
+    """The filter graph from the inputs to ``[out]``; ``tail`` is the loudness step.
+
+    Built only from numbers and fixed names. The envelope is panned explicitly to every
+    channel: ffmpeg's automatic mono-to-stereo conversion would scale it by -3 dB.
+    """
+    layout = LAYOUTS[cfg.channels]
+    bed = (f"[0:a]aformat=sample_fmts=flt:sample_rates={cfg.sample_rate}:"
+           f"channel_layouts={layout}")
+    if not with_voice:
+        return f"{bed},{tail}[out]"
+    spread = "|".join(f"c{i}=c0" for i in range(cfg.channels))
+    return ";".join([
+        f"{bed}[bed]",
+        "[1:a]channelsplit=channel_layout=stereo[voice][gain]",
+        f"[gain]pan={layout}|{spread}[gains]",
+        "[bed][gains]amultiply[ducked]",
+        f"[voice]pan={VOICE_PAN[cfg.channels]}[voices]",
+        f"[ducked][voices]amix=inputs=2:normalize=0:duration=first,{tail}[out]",
+    ])
+
+
+def loudnorm_filter(cfg: MixSettings, measured: dict) -> str:
+    """loudnorm in its linear mode: one constant gain from pass 1's figures to the target.
+
+    loudnorm works at 192 kHz (its true-peak rate); the result comes back to the dub rate.
+    """
+    return (
+        f"loudnorm=I={cfg.target_lufs:g}:TP={_peak_target(cfg):g}:LRA={LRA_TARGET:g}"
+        f":measured_I={_clamp(measured['i'], -99, 0):.2f}"
+        f":measured_TP={_clamp(measured['tp'], -99, 99):.2f}"
+        # loudnorm reads a range of exactly 0 (a steady tone) as "not measured".
+        f":measured_LRA={_clamp(measured['lra'], 0.01, LRA_TARGET):.2f}"
+        f":measured_thresh={_clamp(measured['thresh'], -99, 0):.2f}"
+        f":linear=true:print_format=json,aresample={cfg.sample_rate}"
+    )
+
+
+def limiter_filter(cfg: MixSettings, gain_db: float) -> str:
+    """Gain, then a look-ahead peak limiter at 192 kHz (4x oversampled, as true peak is)."""
+    return (
+        f"aresample=192000,volume={gain_db:.3f}dB,"
+        f"alimiter=limit={10 ** (_peak_target(cfg) / 20):.6f}:attack={LIMITER_ATTACK_MS:g}:"
+        f"release={LIMITER_RELEASE_MS:g}:level=0:latency=1,aresample={cfg.sample_rate}"
+    )
+
+
+def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: str,
+                dest: Path | None, duration_s: float, ffmpeg: dict | None,
+                threads: int) -> str:
+    """One streaming pass over the whole mix, measured by ``ebur128`` at its end.
+
+    Writes ``dest`` (24-bit WAV, RF64 past 4 GB) or, without one, only measures; returns
+    ffmpeg's log, where the meters print their figures.
+    """
+    args = ["-i", file_arg(source_wav)]
+    if control is not None:
+        args += ["-i", file_arg(control)]
+    graph = mix_graph(cfg, control is not None, f"{tail},{METER}")
+    args += ["-filter_complex_threads", str(threads), "-filter_complex", graph,
+             "-map", "[out]"]
+    if dest is None:
+        args += ["-f", "null", file_arg(os.devnull)]
+    else:
+        args += ["-ar", str(cfg.sample_rate), "-c:a", "pcm_s24le", "-rf64", "auto",
+                 file_arg(dest)]
+    result = run_ffmpeg(args, stage=STAGE, path=source_wav, config=ffmpeg,
+                        media_duration_s=duration_s)
+    return result.stderr
+
+
+def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: MixSettings,
+                      duration_s: float, ffmpeg: dict | None, threads: int) -> dict:
+    """Write dub.wav at the target loudness under the true-peak ceiling; return the figures.
+
+    Pass 1 measures (ffmpeg's ``ebur128`` meter: the same BS.1770 figures loudnorm's own
+    measuring pass prints, about 15 times faster, because loudnorm measures by running
+    its whole dynamic normaliser at 192 kHz). If one constant gain reaches the target with
+    the true peak under the ceiling, pass 2 is loudnorm in its linear mode with those
+    figures: the textbook two-pass EBU R128.
+
+    Otherwise loudnorm would fall back to its dynamic mode, which rides the gain on
+    running measurements: the first minutes of a film drift in level and the ducked bed
+    is lifted between lines. Instead, a look-ahead limiter after the gain takes off just
+    the peaks. That costs some loudness (about 1 LU for 8 dB of limiting), so a second
+    measuring pass with the limiter tells how much, and the gain is raised by that before
+    the last pass (typically within 0.3 LU of the target).
+
+    The last pass meters what it writes, so fit.json reports the file itself.
+    """
+    measured = ebur128_summary(ffmpeg_pass(source_wav, control, cfg, "anull", None,
+                                           duration_s, ffmpeg, threads))
+    figures = {"input_i": measured["i"], "input_tp": measured["tp"],
+               "input_lra": measured["lra"]}
+    if measured["i"] <= SILENCE_LUFS or not math.isfinite(measured["tp"]):
+        log.warning("the mix for %s is silent (integrated loudness %s LUFS), so it is "
+                    "written without loudness normalisation", dest, measured["i"])
+        with atomic_path(dest) as tmp:
+            ffmpeg_pass(source_wav, control, cfg, "anull", tmp, duration_s, ffmpeg, threads)
+        return {"input_i": None, "input_tp": None, "input_lra": None, "output_i": None,
+                "output_tp": None, "normalization": "skipped", "gain_db": 0.0,
+                "limited_db": 0.0}
+    gain = cfg.target_lufs - measured["i"]
+    # ebur128 prints tenths of a dB; rounding keeps float noise from choosing the limiter
+    over = round(measured["tp"] + gain - _peak_target(cfg), 2)
+    if over <= 0:
+        with atomic_path(dest) as tmp:
+            printed = ffmpeg_pass(source_wav, control, cfg, loudnorm_filter(cfg, measured),
+                                  tmp, duration_s, ffmpeg, threads)
+        mode = loudnorm_json(printed).get("normalization_type")
+        if mode != "linear":
+            log.warning("loudnorm normalised %s in its %s mode, not linearly", dest, mode)
+        output = ebur128_summary(printed)
+        return {**figures, "output_i": output["i"], "output_tp": output["tp"],
+                "normalization": mode, "gain_db": gain, "limited_db": 0.0}
+    log.info("at %+.1f dB gain the peaks would pass the ceiling by %.1f dB; limiting them",
+             gain, over)
+    limited = ebur128_summary(ffmpeg_pass(source_wav, control, cfg,
+                                          limiter_filter(cfg, gain), None, duration_s,
+                                          ffmpeg, threads))
+    gain += cfg.target_lufs - limited["i"]
+    with atomic_path(dest) as tmp:
+        output = ebur128_summary(ffmpeg_pass(source_wav, control, cfg,
+                                             limiter_filter(cfg, gain), tmp, duration_s,
+                                             ffmpeg, threads))
+    return {**figures, "output_i": output["i"], "output_tp": output["tp"],
+            "normalization": "limited", "gain_db": gain,
+            "limited_db": measured["tp"] + gain - _peak_target(cfg)}
+
+
+def ebur128_summary(stderr: str) -> dict:
+    """Integrated loudness, its gate, loudness range and true peak from ebur128's summary.
+
+    ``-inf`` peak and -70 LUFS (the absolute gate) mean digital silence.
+    """
+    summary = stderr[stderr.rindex("Summary:"):]
+    number = r"(-?(?:inf|[0-9.]+))"
+    found = {
+        "i": re.search(rf"I:\s+{number} LUFS", summary),
+        "thresh": re.search(rf"Threshold:\s+{number} LUFS", summary),
+        "lra": re.search(rf"LRA:\s+{number} LU\b", summary),
+        "tp": re.search(rf"Peak:\s+{number} dBFS", summary),
+    }
+    missing = [key for key, match in found.items() if match is None]
+    if missing:
+        raise AssertionError(f"ebur128 printed no {missing} in its summary:\n{summary}")
+    return {key: float(match.group(1)) for key, match in found.items()}
+
+
+def loudnorm_json(stderr: str) -> dict:
+    """The JSON block loudnorm prints when it is done, values as they are (strings)."""
+    lines = stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "{"]
+    if not starts:
+        raise AssertionError("loudnorm printed no figures")
+    text = "\n".join(lines[starts[-1]:])
+    return json.loads(text[: text.rindex("}") + 1])
+
+
+def _peak_target(cfg: MixSettings) -> float:
+    return max(-9.0, cfg.true_peak_db - TP_MARGIN_DB)
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return min(high, max(low, value))
+
+
+def _rounded(value: object) -> float | None:
+    """JSON has no -inf: unmeasurable loudness is written as null."""
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 2)
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------
+
+
+def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
+        fit_json: str | Path, mix: dict, ffmpeg: dict | None = None,
+        threads: int = 1) -> dict:
+    """Write dub.wav and fit.json; return the fit.json content."""
+    cfg = settings(mix)
+    source_wav, tts_dir, dub_wav = Path(source_wav), Path(tts_dir), Path(dub_wav)
+    threads = max(1, int(threads or 1))
+    info = probe(source_wav, stage=STAGE, config=ffmpeg)
+    require_audio(info, STAGE)
+    if not info.duration_s:
+        raise InputError(
+            f"{source_wav} has no measurable duration (stage {STAGE}); delete it and "
+            "re-run so the extract stage writes it again."
+        )
+    duration = info.duration_s
+    lines = read_lines(tts_dir)
+    placements = fit.plan(lines, cfg.max_speedup, duration, GAP_S)
+    by_id = {str(line["id"]): line for line in lines}
+    log.info("%d lines placed over %.1f s: %s", len(placements), duration,
+             fit.summary(placements))
+
+    dub_wav.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{dub_wav.stem}.mix.", dir=dub_wav.parent))
+    try:
+        control = None
+        if placements:
+            control = workdir / "control.wav"
+            frames = math.ceil(duration * cfg.sample_rate) + cfg.sample_rate
+            wavs = {p.id: str(by_id[p.id]["wav"]) for p in placements}
+            write_control(control, cfg.sample_rate, frames,
+                          placed_lines(placements, tts_dir, wavs, cfg, workdir, ffmpeg),
+                          duck_intervals(placements), cfg.duck_db)
+        else:
+            log.warning("%s has no lines to place, so the dub of %s is its original mix, "
+                        "normalised", tts_dir / "lines.json", source_wav)
+        loudness = render_normalised(source_wav, control, dub_wav, cfg, duration, ffmpeg,
+                                     threads)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log.info("loudness: %s", loudness)
+
+    report = {
+        "lines": [
+            {**p.to_dict(), "played_s": round(p.played_s, 3),
+             "text": by_id[p.id].get("text"), "speaker": by_id[p.id].get("speaker"),
+             "voice": by_id[p.id].get("voice")}
+            for p in placements
+        ],
+        "summary": fit.summary(placements),
+        "loudness": {
+            **{key: _rounded(value) if isinstance(value, float) else value
+               for key, value in loudness.items()},
+            "target_lufs": cfg.target_lufs,
+            "true_peak_db": cfg.true_peak_db,
+        },
+    }
+    write_json(fit_json, report)
+    return report
+
+
+if "snakemake" in globals():
+    from rule_runner import run_rule
+
+    sm = snakemake  # noqa: F821 - injected by Snakemake's script: directive
+    run_rule(sm, STAGE, run, source_wav=sm.input.source, tts_dir=sm.input.tts,
+             dub_wav=sm.output.dub, fit_json=sm.output.fit, mix=sm.params.mix,
+             ffmpeg=sm.params.ffmpeg, threads=sm.threads)

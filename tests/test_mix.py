@@ -1,0 +1,536 @@
+"""The mix stage: the timing plan (fit.py) by unit tests, the stage on real audio.
+
+The end-to-end tests mix real Piper speech over a generated bed with the real ffmpeg, and
+measure the result the way a listener or a broadcaster would: where each line starts,
+how far the bed dips under a line and comes back, integrated loudness with pyloudnorm,
+true peak by 4x oversampling.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile as sf
+from scipy.signal import butter, resample_poly, sosfiltfilt
+
+import fit
+import mix
+from errors import ConfigError, InputError
+from ffmpeg_safe import file_arg, run_ffmpeg
+
+BED_HZ = 60.0  # below a male voice's pitch, so the bed can be measured under speech
+RATE = 48_000
+
+
+# --------------------------------------------------------------------------------------
+# fit.plan
+# --------------------------------------------------------------------------------------
+
+
+def line(id, start, end, natural, wav=True):
+    return {"id": id, "start": start, "end": end, "duration_s": natural,
+            "wav": f"{id}.wav" if wav else None}
+
+
+def by_id(placements):
+    return {p.id: p for p in placements}
+
+
+def test_line_that_fits_is_left_alone_and_short_lines_are_not_stretched():
+    p = fit.plan([line("a", 1.0, 4.0, 1.0), line("b", 10.0, 12.0, 2.0)], 1.25, 20.0)
+    assert [x.id for x in p] == ["a", "b"]
+    a = p[0]
+    assert (a.start, a.slot_s, a.speed, a.borrowed_s, a.trimmed_s, a.flags) == (1.0, 3.0, 1.0, 0.0, 0.0, [])
+    assert a.played_s == 1.0  # not stretched to the 3 s slot
+    assert a.available_s == pytest.approx(10.0 - 0.05 - 1.0)
+    assert p[1].flags == [] and p[1].played_s == 2.0  # exactly the slot
+
+
+def test_long_line_borrows_the_silence_after_it_first():
+    a = fit.plan([line("a", 1.0, 2.0, 1.6), line("b", 5.0, 6.0, 0.5)], 1.25, 10.0)[0]
+    assert a.flags == ["borrowed"]
+    assert a.speed == 1.0 and a.trimmed_s == 0.0
+    assert a.borrowed_s == pytest.approx(0.6)
+    assert a.start == 1.0  # never shifted
+
+
+def test_then_speeds_up_within_the_bound():
+    # 2.4 s of speech, 2.0 s of room before the next line (minus the gap): speed 1.2.
+    a = fit.plan([line("a", 1.0, 2.0, 2.4), line("b", 3.05, 4.0, 0.5)], 1.25, 10.0)[0]
+    assert a.flags == ["borrowed", "sped_up"]
+    assert a.speed == pytest.approx(1.2)
+    assert a.trimmed_s == 0.0
+    assert a.played_s == pytest.approx(2.0)
+    assert a.borrowed_s == pytest.approx(1.0)
+
+
+def test_exactly_max_speedup_is_not_trimmed():
+    a = fit.plan([line("a", 0.0, 2.0, 2.5), line("b", 2.05, 3.0, 0.5)], 1.25, 10.0)[0]
+    assert a.speed == pytest.approx(1.25)
+    assert a.flags == ["sped_up"]
+    assert a.trimmed_s == 0.0
+
+
+def test_only_then_trims_and_flags():
+    a = fit.plan([line("a", 0.0, 2.0, 4.0), line("b", 2.05, 3.0, 0.5)], 1.25, 10.0)[0]
+    assert a.speed == 1.25
+    assert a.flags == ["sped_up", "trimmed"]
+    assert a.trimmed_s == pytest.approx(4.0 / 1.25 - 2.0)
+    assert a.played_s == pytest.approx(2.0)
+
+
+def test_last_line_borrows_up_to_the_media_end():
+    a = fit.plan([line("a", 8.0, 9.0, 1.8)], 1.25, 10.0)[0]
+    assert a.available_s == pytest.approx(2.0)  # no gap after the last line
+    assert a.flags == ["borrowed"] and a.borrowed_s == pytest.approx(0.8)
+    b = fit.plan([line("a", 8.0, 9.0, 3.0)], 1.25, 10.0)[0]
+    assert b.flags == ["borrowed", "sped_up", "trimmed"]
+    assert b.played_s == pytest.approx(2.0)
+
+
+def test_zero_length_slot_borrows():
+    a = fit.plan([line("a", 3.0, 3.0, 1.0), line("b", 6.0, 7.0, 0.5)], 1.25, 10.0)[0]
+    assert a.slot_s == 0.0
+    assert a.flags == ["borrowed"] and a.borrowed_s == pytest.approx(1.0)
+
+
+def test_lines_without_wav_are_skipped_and_do_not_block_borrowing():
+    p = fit.plan([line("a", 0.0, 1.0, 2.0), line("x", 1.2, 1.8, 0.0, wav=False),
+                  line("b", 4.0, 5.0, 0.5)], 1.25, 10.0)
+    assert [x.id for x in p] == ["a", "b"]
+    assert p[0].flags == ["borrowed"]
+
+
+def test_unsorted_and_overlapping_source_lines_never_overlap_in_the_dub():
+    # Two people talking at once: b starts inside a's slot, so a gets only up to b.
+    p = by_id(fit.plan([line("b", 2.0, 4.0, 1.0), line("a", 1.0, 3.0, 1.5)], 1.25, 10.0))
+    assert p["a"].available_s == pytest.approx(0.95)
+    assert p["a"].end <= p["b"].start
+    assert "trimmed" in p["a"].flags and p["a"].borrowed_s == 0.0
+
+
+def test_line_past_the_media_end_has_no_room():
+    a = fit.plan([line("a", 12.0, 13.0, 1.0)], 1.25, 10.0)[0]
+    assert a.available_s == 0.0 and a.played_s == 0.0 and "trimmed" in a.flags
+
+
+def test_random_plans_keep_every_promise():
+    rng = random.Random(7)
+    for _ in range(200):
+        lines, t = [], 0.0
+        for i in range(rng.randint(0, 12)):
+            t += rng.uniform(0.0, 3.0)
+            lines.append(line(str(i), round(t, 3), round(t + rng.uniform(0, 3), 3),
+                              rng.uniform(0.0, 6.0), wav=rng.random() > 0.1))
+        end = t + rng.uniform(0.0, 5.0)
+        placements = fit.plan(lines, 1.25, end)
+        assert len(placements) == sum(1 for x in lines if x["wav"])
+        for p in placements:
+            assert 1.0 <= p.speed <= 1.25
+            assert p.played_s <= p.available_s + 1e-9
+            assert ("trimmed" in p.flags) == (p.trimmed_s > 0)
+            if "trimmed" not in p.flags:  # nothing cut
+                assert p.played_s == pytest.approx(p.natural_s / p.speed)
+            if p.speed > 1.0:  # only lines that need it are sped up
+                assert p.natural_s > p.available_s
+            if p.speed < 1.25:  # trimming only after the full speed-up
+                assert "trimmed" not in p.flags
+            if p.natural_s <= min(p.slot_s, p.available_s):  # fits: as is
+                assert p.flags == [] and p.played_s == p.natural_s
+        for a, b in itertools.pairwise(placements):
+            assert a.end <= max(a.start, b.start - 0.05) + 1e-9
+
+
+def test_placement_row_is_json_ready():
+    row = fit.plan([line("a", 1.0, 2.0, 1.23456789)], 1.25, 10.0)[0].to_dict()
+    assert row == {"id": "a", "start": 1.0, "slot_s": 1.0, "available_s": 9.0,
+                   "natural_s": 1.235, "borrowed_s": 0.235, "speed": 1.0, "trimmed_s": 0.0,
+                   "flags": ["borrowed"]}
+    json.dumps(row)
+
+
+# --------------------------------------------------------------------------------------
+# mix helpers
+# --------------------------------------------------------------------------------------
+
+
+def test_envelope_ducks_under_lines_and_comes_back():
+    intervals = mix.duck_intervals(fit.plan([line("a", 1.0, 2.0, 1.0), line("b", 4.0, 5.0, 1.0)],
+                                            1.25, 10.0))
+    assert intervals == [(1.0, 2.0), (4.0, 5.0)]
+    gain = mix.gain_envelope(0, 6 * 100, 100, intervals, 12.0)
+    db = 20 * np.log10(gain)
+    assert db[50] == 0.0 and db[300] == 0.0  # before and between lines
+    assert db[150] == pytest.approx(-12.0) and db[450] == pytest.approx(-12.0)
+    assert db[100] == pytest.approx(-12.0)  # fully down when the line starts
+    assert -12.0 < db[210] < 0.0  # coming back up over the release
+    # The same samples, asked for in pieces, are the same (blocks must join seamlessly).
+    pieces = np.concatenate([mix.gain_envelope(i, 50, 100, intervals, 12.0) for i in range(0, 600, 50)])
+    np.testing.assert_array_equal(pieces, gain)
+
+
+def test_close_lines_share_one_dip():
+    p = fit.plan([line("a", 1.0, 2.0, 1.0), line("b", 2.2, 3.0, 0.8)], 1.25, 10.0)
+    assert mix.duck_intervals(p) == [(1.0, pytest.approx(3.0))]
+
+
+def test_control_track_places_lines_sample_exactly_across_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(mix, "BLOCK_S", 0.01)  # 10-sample blocks at 1 kHz
+    rate = 1000
+    lines = iter([(5, np.full(12, 0.5, np.float32)), (17, np.full(3, 0.25, np.float32)),
+                  (40, np.full(30, 1.0, np.float32))])
+    path = tmp_path / "control.wav"
+    mix.write_control(path, rate, 100, lines, [], 12.0)
+    data, sr = sf.read(path, dtype="float32")
+    assert sr == rate and data.shape == (100, 2)
+    voice = data[:, 0]
+    expected = np.zeros(100, np.float32)
+    expected[5:17], expected[17:20], expected[40:70] = 0.5, 0.25, 1.0
+    np.testing.assert_array_equal(voice, expected)
+    np.testing.assert_array_equal(data[:, 1], 1.0)
+
+
+def test_trimmed_line_fades_out():
+    audio = mix.fade_out(np.ones(100, np.float32), 10)
+    assert audio[89] == 1.0 and audio[-1] == 0.0 and np.all(np.diff(audio[90:]) < 0)
+
+
+def test_bad_settings_are_one_sentence_config_errors():
+    with pytest.raises(ConfigError, match=r"mix.separation_model .* not supported yet"):
+        mix.settings({"separation_model": "models/demucs"})
+    with pytest.raises(ConfigError, match="mix.channels is 3"):
+        mix.settings({"channels": 3})
+    with pytest.raises(ConfigError, match="mix.true_peak_db"):
+        mix.settings({"true_peak_db": 2})
+    assert mix.settings(None).sample_rate == 48000
+
+
+EBUR128_SILENCE = """[Parsed_ebur128_0 @ 0x7f36d0001c00] Summary:
+
+  Integrated loudness:
+    I:         -70.0 LUFS
+    Threshold:   0.0 LUFS
+
+  Loudness range:
+    LRA:         0.0 LU
+    Threshold:   0.0 LUFS
+    LRA low:     0.0 LUFS
+    LRA high:    0.0 LUFS
+
+  True peak:
+    Peak:       -inf dBFS
+[out#0/null @ 0x55e4c2bc6f40] video:0KiB audio:562KiB"""
+
+
+def test_ebur128_summary_reads_silence():
+    figures = mix.ebur128_summary("[ebur128] earlier noise\n" + EBUR128_SILENCE)
+    assert figures == {"i": -70.0, "thresh": 0.0, "lra": 0.0, "tp": float("-inf")}
+
+
+# --------------------------------------------------------------------------------------
+# The stage on real audio
+# --------------------------------------------------------------------------------------
+
+
+def make_source(path: Path, seconds: float, *, layout: str = "stereo", rate: int = RATE,
+                bed: str = "tone", level: float = 0.25) -> Path:
+    """A bed like the extract stage writes it: pcm_s24le WAV at its own rate and layout."""
+    sources = {
+        "tone": f"sine=frequency={BED_HZ:g}:sample_rate={rate}:duration={seconds}",
+        "noise": f"anoisesrc=color=pink:sample_rate={rate}:duration={seconds}:seed=1",
+        "silence": f"anullsrc=sample_rate={rate}:channel_layout=mono,atrim=duration={seconds}",
+    }
+    run_ffmpeg(["-f", "lavfi", "-i", sources[bed],
+                "-af", f"volume={level},aformat=channel_layouts={layout}",
+                "-c:a", "pcm_s24le", "-rf64", "auto", file_arg(path)],
+               stage="test", path=path)
+    return path
+
+
+def write_tts(folder: Path, lines: list[tuple[float, float, np.ndarray, int]]) -> Path:
+    """A synthesize-stage folder: one wav per (start, end, audio, rate) and lines.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (start, end, audio, rate) in enumerate(lines):
+        name = f"{i + 1:04d}.wav"
+        sf.write(folder / name, audio, rate, subtype="PCM_16")
+        rows.append({"id": f"{i + 1:04d}", "speaker": "SPEAKER_00", "start": start, "end": end,
+                     "text": f"line {i + 1}", "voice": "test", "backend": "test", "wav": name,
+                     "duration_s": len(audio) / rate, "sample_rate": rate,
+                     "cache_key": str(i), "cached": False})
+    (folder / "lines.json").write_text(json.dumps(rows))
+    return folder
+
+
+def tone(seconds: float, rate: int = 16000, hz: float = 700.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    audio = 0.4 * np.sin(2 * np.pi * hz * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    ramp = min(len(audio) // 2, int(0.005 * rate))
+    audio[:ramp] *= np.linspace(0, 1, ramp)
+    audio[len(audio) - ramp:] *= np.linspace(1, 0, ramp)
+    return audio.astype(np.float32)
+
+
+def run_stage(tmp: Path, source: Path, tts: Path, **mix_settings) -> tuple[dict, np.ndarray, int]:
+    report = mix.run(source, tts, tmp / "dub.wav", tmp / "fit.json", mix_settings)
+    assert json.loads((tmp / "fit.json").read_text()) == report
+    audio, rate = sf.read(tmp / "dub.wav", dtype="float64", always_2d=True)
+    return report, audio, rate
+
+
+def true_peak_db(audio: np.ndarray) -> float:
+    return float(20 * np.log10(np.abs(resample_poly(audio, 4, 1, axis=0)).max()))
+
+
+def loudness(audio: np.ndarray, rate: int) -> float:
+    """BS.1770 integrated loudness; for 5.1 without the LFE (pyloudnorm takes L R C Ls Rs)."""
+    if audio.shape[1] == 6:
+        audio = audio[:, [0, 1, 2, 4, 5]]
+    return pyloudnorm.Meter(rate).integrated_loudness(audio)
+
+
+def bed_level_db(audio: np.ndarray, rate: int, t0: float, t1: float) -> float:
+    """Amplitude of the bed tone alone in [t0, t1), in dB (a lock-in on BED_HZ)."""
+    x = audio[int(t0 * rate):int(t1 * rate)].mean(axis=1)
+    t = np.arange(len(x)) / rate
+    return float(20 * np.log10(2 * abs(np.mean(x * np.exp(-2j * np.pi * BED_HZ * t)))))
+
+
+def voice_envelope(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Voice loudness per 5 ms, with the low bed tone filtered away."""
+    sos = butter(6, 200, "highpass", fs=rate, output="sos")
+    x = sosfiltfilt(sos, audio.mean(axis=1) if audio.ndim == 2 else audio)
+    hop = rate // 200
+    return np.abs(x[: len(x) // hop * hop]).reshape(-1, hop).max(axis=1)
+
+
+def first_sound(env: np.ndarray, t0: float, t1: float, level: float) -> float:
+    """First 5 ms frame in [t0, t1) louder than ``level``, in seconds."""
+    frames = env[int(t0 * 200):int(t1 * 200)]
+    above = np.flatnonzero(frames > level)
+    assert above.size, f"no sound between {t0} and {t1}"
+    return t0 + above[0] / 200
+
+
+@pytest.fixture(scope="module")
+def speech_mix(tmp_path_factory):
+    """Five Piper lines over a 60 Hz bed: one fits, one is short, one borrows, one is
+    sped up, one is too long even then; the bed has long gaps between most lines."""
+    from demo_media import speak
+
+    tmp = tmp_path_factory.mktemp("speech_mix")
+    texts = [
+        "Good evening, and welcome back.",
+        "Yes.",
+        "The storm moved north during the night and the roads are open again.",
+        "Please keep your tickets ready when the train arrives at the platform.",
+        "Nobody expected the meeting to last for three whole hours this afternoon.",
+        "Thank you, that is all for tonight.",
+    ]
+    spoken = [speak(text) for text in texts]
+    n = [len(a) / r for a, r in spoken]
+    starts, ends = [], []
+    t = 1.0
+    # fits: a slot longer than the line
+    starts.append(t); ends.append(t + n[0] + 0.8); t = ends[-1] + 1.5
+    # short: 0.5 s of speech in a 2.5 s slot
+    starts.append(t); ends.append(t + 2.5); t = ends[-1] + 1.5
+    # borrows: slot 80 % of the line, next line well after it
+    starts.append(t); ends.append(t + 0.8 * n[2]); t = t + n[2] + 1.5
+    # sped up: slot 70 %, next line after 1/1.15 of it
+    starts.append(t); ends.append(t + 0.7 * n[3]); t = t + n[3] / 1.15 + mix.GAP_S
+    # trimmed: needs 1.6x, gets 1.25x and a cut
+    starts.append(t); ends.append(t + 0.5 * n[4]); t = t + n[4] / 1.6 + mix.GAP_S
+    # last line, then silence of the bed to the end
+    starts.append(t); ends.append(t + n[5] + 0.2)
+    media = round(ends[-1] + 1.5, 3)
+    lines = [(round(s, 3), round(e, 3), a, r) for s, e, (a, r) in zip(starts, ends, spoken)]
+    source = make_source(tmp / "source.wav", media)
+    tts = write_tts(tmp / "tts", lines)
+    report, audio, rate = run_stage(tmp, source, tts)
+    return {"tmp": tmp, "report": report, "audio": audio, "rate": rate, "lines": lines,
+            "media": media}
+
+
+def test_fit_report_flags_each_kind_of_line(speech_mix):
+    report = speech_mix["report"]
+    rows = report["lines"]
+    assert [r["flags"] for r in rows] == [
+        [], [], ["borrowed"], ["borrowed", "sped_up"], ["borrowed", "sped_up", "trimmed"], []]
+    assert rows[1]["played_s"] == rows[1]["natural_s"] < rows[1]["slot_s"]  # not stretched
+    assert 1.1 < rows[3]["speed"] < 1.2
+    assert rows[4]["speed"] == 1.25 and rows[4]["trimmed_s"] > 0.3
+    assert report["summary"] == {"lines": 6, "borrowed": 3, "sped_up": 2, "trimmed": 1,
+                                 "max_speed": 1.25}
+    for (start, _, _, _), row in zip(speech_mix["lines"], rows):
+        assert row["start"] == start and row["text"] and row["speaker"] and row["voice"]
+    for a, b in itertools.pairwise(rows):
+        assert a["start"] + a["played_s"] <= b["start"] - mix.GAP_S + 0.002
+
+
+def test_every_line_starts_at_its_source_time(speech_mix):
+    audio, rate = speech_mix["audio"], speech_mix["rate"]
+    env = voice_envelope(audio, rate)
+    level = 0.1 * env.max()
+    previous_end = 0.0
+    for (start, _, wav, wav_rate), row in zip(speech_mix["lines"], speech_mix["report"]["lines"]):
+        own = voice_envelope(resample_poly(wav, RATE, wav_rate), RATE)
+        lead = first_sound(own, 0, len(own) / 200, 0.1 * own.max()) / row["speed"]
+        heard = first_sound(env, max(start - 0.5, previous_end + 0.01), start + row["played_s"],
+                            level)
+        previous_end = start + row["played_s"]
+        assert abs(heard - (start + lead)) < 0.1, (row["id"], heard, start, lead)
+
+
+def test_lines_are_fitted_in_the_audio_too(speech_mix):
+    """The sped-up line ends about when planned; the trimmed one is silent before the next."""
+    audio, rate = speech_mix["audio"], speech_mix["rate"]
+    env = voice_envelope(audio, rate)
+    rows = speech_mix["report"]["lines"]
+    sped, cut, following = rows[3], rows[4], rows[5]
+    tail = env[int((sped["start"] + sped["played_s"] + 0.02) * 200):int(cut["start"] * 200)]
+    assert tail.max() < 0.05 * env.max()
+    gap = env[int((cut["start"] + cut["played_s"] + 0.01) * 200):int(following["start"] * 200)]
+    assert gap.max() < 0.05 * env.max()
+    # the fade: the last 30 ms of the trimmed line get quieter towards the cut
+    end = cut["start"] + cut["played_s"]
+    assert env[int((end - 0.01) * 200)] < 0.5 * env[int((end - 0.2) * 200):int((end - 0.05) * 200)].max()
+
+
+def test_bed_ducks_under_lines_and_comes_back_between_them(speech_mix):
+    audio, rate, rows = speech_mix["audio"], speech_mix["rate"], speech_mix["report"]["lines"]
+    before = bed_level_db(audio, rate, 0.2, 0.8)
+    inside = [bed_level_db(audio, rate, r["start"] + 0.15, r["start"] + r["played_s"] - 0.05)
+              for r in rows if r["played_s"] > 0.4]
+    # the middle of every gap longer than a second, clear of the ramps
+    between = []
+    for a, b in itertools.pairwise(rows):
+        gap_start, gap_end = a["start"] + a["played_s"], b["start"]
+        if gap_end - gap_start > 1.0:
+            middle = (gap_start + gap_end) / 2
+            between.append(bed_level_db(audio, rate, middle - 0.2, middle + 0.2))
+    assert len(inside) >= 4 and len(between) >= 3
+    for level in between:  # the bed is back to where it was before the first line
+        assert abs(level - before) < 0.5, (level, before)
+    for level in inside:  # and duck_db under every line
+        assert before - level == pytest.approx(12.0, abs=1.0), (level, before)
+
+
+def test_dub_is_at_target_loudness_and_true_peak(speech_mix):
+    audio, rate, report = speech_mix["audio"], speech_mix["rate"], speech_mix["report"]
+    info = sf.info(speech_mix["tmp"] / "dub.wav")
+    assert (info.samplerate, info.channels, info.subtype) == (48000, 2, "PCM_24")
+    assert abs(info.frames / rate - speech_mix["media"]) < 0.05
+    assert loudness(audio, rate) == pytest.approx(-16.0, abs=1.0)
+    assert true_peak_db(audio) <= -1.0
+    lufs = report["loudness"]
+    assert lufs["target_lufs"] == -16 and lufs["true_peak_db"] == -1
+    assert lufs["output_i"] == pytest.approx(-16.0, abs=1.0) and lufs["output_tp"] <= -1.0
+    assert lufs["input_i"] is not None
+    # Piper's peaks are too high for one constant gain: peaks were limited, not compressed.
+    assert lufs["normalization"] == "limited" and lufs["limited_db"] > 0
+
+
+def test_no_temporary_files_are_left_next_to_the_dub(speech_mix):
+    assert sorted(p.name for p in speech_mix["tmp"].iterdir()) == [
+        "dub.wav", "fit.json", "source.wav", "tts"]
+
+
+def test_surround_source_and_surround_dub(tmp_path):
+    """A 5.1 source at 44.1 kHz: downmixed to a stereo dub, or kept 5.1 with the voice centred."""
+    source = make_source(tmp_path / "source.wav", 8.0, layout="5.1", rate=44100, bed="noise",
+                         level=0.3)
+    tts = write_tts(tmp_path / "tts", [(1.0, 3.0, tone(1.5), 16000), (5.0, 6.0, tone(1.2), 22050)])
+    for channels in (2, 6):
+        out = tmp_path / f"out{channels}"
+        report, audio, rate = run_stage(out, source, tts, channels=channels)
+        assert audio.shape[1] == channels and rate == 48000
+        assert loudness(audio, rate) == pytest.approx(-16.0, abs=1.0)
+        assert true_peak_db(audio) <= -1.0
+        assert report["summary"]["lines"] == 2
+        env = voice_envelope(audio, rate)
+        assert first_sound(env, 0.5, 2.0, 0.5 * env.max()) == pytest.approx(1.0, abs=0.1)
+        assert first_sound(env, 4.5, 6.0, 0.5 * env.max()) == pytest.approx(5.0, abs=0.1)
+    centre = audio[int(1.2 * rate):int(2.4 * rate)]
+    voice_by_channel = voice_envelope(centre[:, [2]], rate).mean(), voice_envelope(centre[:, [0]], rate).mean()
+    assert voice_by_channel[0] > 3 * voice_by_channel[1]  # the voice is in FC, not in FL
+
+
+@pytest.mark.parametrize("bed", ["noise", "tone"])
+def test_no_lines_gives_the_normalised_original_with_a_warning(tmp_path, caplog, bed):
+    source = make_source(tmp_path / "source.wav", 6.0, bed=bed, level=0.05)
+    tts = write_tts(tmp_path / "tts", [])
+    with caplog.at_level(logging.WARNING, logger="mix"):
+        report, audio, rate = run_stage(tmp_path, source, tts)
+    assert "no lines to place" in caplog.text
+    assert report["summary"]["lines"] == 0 and report["lines"] == []
+    assert loudness(audio, rate) == pytest.approx(-16.0, abs=1.0)
+    assert true_peak_db(audio) <= -1.0
+    if bed == "tone":
+        # a steady tone has a loudness range of 0, which loudnorm would take for "not
+        # measured" and so refuse its linear mode
+        assert report["loudness"]["normalization"] == "linear"
+        assert report["loudness"]["output_i"] == pytest.approx(-16.0, abs=0.2)
+
+
+def test_silent_input_is_written_without_normalisation(tmp_path, caplog):
+    source = make_source(tmp_path / "source.wav", 4.0, bed="silence", layout="mono")
+    tts = write_tts(tmp_path / "tts", [])
+    with caplog.at_level(logging.WARNING, logger="mix"):
+        report, audio, rate = run_stage(tmp_path, source, tts)
+    assert "silent" in caplog.text
+    assert report["loudness"]["normalization"] == "skipped"
+    assert report["loudness"]["input_i"] is None and report["loudness"]["output_i"] is None
+    assert rate == 48000 and audio.shape == (4 * 48000, 2) and not np.any(audio)
+
+
+def test_very_quiet_bed_is_normalised_without_trouble(tmp_path):
+    source = make_source(tmp_path / "source.wav", 4.0, bed="noise", level=0.005)
+    report, audio, rate = run_stage(tmp_path, source, write_tts(tmp_path / "tts", []))
+    assert -70 < report["loudness"]["input_i"] < -45
+    assert loudness(audio, rate) == pytest.approx(-16.0, abs=1.0)
+    assert true_peak_db(audio) <= -1.0
+
+
+def test_speech_over_silence_is_normalised(tmp_path):
+    source = make_source(tmp_path / "source.wav", 5.0, bed="silence", layout="mono")
+    tts = write_tts(tmp_path / "tts", [(1.0, 3.0, tone(2.0), 22050)])
+    report, audio, rate = run_stage(tmp_path, source, tts)
+    assert report["summary"]["lines"] == 1
+    assert loudness(audio, rate) == pytest.approx(-16.0, abs=1.0)
+    assert true_peak_db(audio) <= -1.0
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_bad_tts_wav_is_one_sentence_and_leaves_nothing(tmp_path, damage):
+    source = make_source(tmp_path / "source.wav", 4.0)
+    tts = write_tts(tmp_path / "tts", [(0.5, 1.5, tone(0.8), 16000), (2.0, 3.0, tone(0.8), 16000)])
+    bad = tts / "0002.wav"
+    if damage == "garbage":
+        bad.write_bytes(b"RIFF\x00\x00not really a wave file at all")
+    else:
+        bad.unlink()
+    with pytest.raises(InputError) as caught:
+        mix.run(source, tts, tmp_path / "out" / "dub.wav", tmp_path / "out" / "fit.json", {})
+    message = str(caught.value)
+    assert str(bad) in message and "synthesize" in message and "stage mix" in message
+    assert "\n" not in message and message.endswith(".") and message.count(". ") == 0
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_missing_lines_json_is_an_input_error(tmp_path):
+    source = make_source(tmp_path / "source.wav", 2.0)
+    (tmp_path / "tts").mkdir()
+    with pytest.raises(InputError, match="lines.json does not exist .* synthesize"):
+        mix.run(source, tmp_path / "tts", tmp_path / "dub.wav", tmp_path / "fit.json", {})
+    (tmp_path / "tts" / "lines.json").write_text('[{"id": "1", "start": 1.0}]')
+    with pytest.raises(InputError, match=r"lines.json is not a valid line list \(no 'end'\)"):
+        mix.run(source, tmp_path / "tts", tmp_path / "dub.wav", tmp_path / "fit.json", {})
+    assert not (tmp_path / "dub.wav").exists()
