@@ -2,18 +2,17 @@
 
 Diarization can only be scored against a reference, and no recorded speech ships with
 the repository, so the tests speak their own: Piper's packaged voice (joe), the same voice
-shifted up in pitch and formants, and espeak-ng's formant voices (through the library
-that ``espeakng-loader`` bundles). Each utterance is trimmed to where it is audible, so
-the reference turns are the real speech, not the synthesiser's padding.
+shifted up in pitch and formants, and espeak-ng's formant voices (the library that
+``espeakng-loader`` bundles, driven by ``tts_backends.ESpeakLibrary``). Each utterance is
+trimmed to where it is audible, so the reference turns are the real speech, not the
+synthesiser's padding.
 
 Everything is 16 kHz mono float32, the format the extract stage writes.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from demo_media import speak as piper_speak
+from tts_backends import ESpeakLibrary, espeak_library
 
 SAMPLE_RATE = 16_000
 
@@ -75,49 +75,9 @@ def _pitch_shifted_piper(text: str, factor: float = 1.35) -> tuple[np.ndarray, i
     return resample_poly(audio, up, down).astype(np.float32), rate
 
 
-class _ESpeak:
-    """espeak-ng's C API through ctypes, synchronous mode, into a sample buffer."""
-
-    _CALLBACK = ctypes.CFUNCTYPE(
-        ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-    )
-
-    def __init__(self) -> None:
-        import espeakng_loader
-
-        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
-        synchronous = 2  # AUDIO_OUTPUT_SYNCHRONOUS
-        rate = self._lib.espeak_Initialize(synchronous, 0, data_parent, 0)
-        if rate <= 0:
-            raise RuntimeError("espeak-ng failed to initialise")
-        self.rate = rate
-        self._chunks: list[np.ndarray] = []
-        self._callback = self._CALLBACK(self._collect)  # keep a reference alive
-        self._lib.espeak_SetSynthCallback(self._callback)
-        self._lock = threading.Lock()
-
-    def _collect(self, wav, num_samples, _events) -> int:
-        if num_samples > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
-        return 0
-
-    def speak(self, text: str, voice: str) -> tuple[np.ndarray, int]:
-        with self._lock:
-            if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise RuntimeError(f"espeak-ng has no voice {voice!r}")
-            self._chunks = []
-            data = text.encode() + b"\0"
-            # position 0, POS_CHARACTER, no end position, espeakCHARS_AUTO
-            self._lib.espeak_Synth(data, len(data), 0, 1, 0, 0, None, None)
-            self._lib.espeak_Synchronize()
-            audio = np.concatenate(self._chunks).astype(np.float32) / 32768.0
-        return audio, self.rate
-
-
-@functools.cache
-def _espeak() -> _ESpeak:
-    return _ESpeak()
+def _espeak() -> ESpeakLibrary:
+    """The process's one espeak-ng instance (the same one the synthesize stage uses)."""
+    return espeak_library()
 
 
 @functools.lru_cache(maxsize=256)
