@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 JOBS ?= 2
 
-.PHONY: all setup models demo test lint bench clean
+.PHONY: all setup models demo test lint bench verify clean
 
 all: demo
 
@@ -38,6 +38,10 @@ test: lint
 	@$(PY) -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
+
+# Versions of everything, and each configured model run on a second of speech.
+verify: setup
+	$(PY) scripts/verify_runtime.py
 
 bench: setup
 	$(PY) bench/run.py

@@ -7,15 +7,23 @@
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/extract.smk"
 include: "rules/diarize.smk"
 include: "rules/transcribe.smk"
+include: "rules/translate.smk"
 include: "rules/subtitles.smk"
+include: "rules/synthesize.smk"
+include: "rules/mix.smk"
 include: "rules/mux.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         expand("out/{name}.mkv", name=sorted(SAMPLES)),
+        expand("out/{name}.report.html", name=sorted(SAMPLES)),

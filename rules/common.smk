@@ -1,5 +1,6 @@
 # Config validation, the samples sheet and the input functions shared by all rules.
 # The logic lives in scripts/settings.py (tested without Snakemake); this file wires it.
+import functools
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+import batch as dubflow_batch
 import settings as dubflow_settings
 from errors import DubflowError
 
@@ -21,6 +23,7 @@ try:
     SAMPLES = dubflow_settings.load_samples(
         config, Path(workflow.basedir) / "config" / "samples.schema.yaml"
     )
+    dubflow_settings.check_languages(config, SAMPLES)
 except DubflowError as error:
     raise WorkflowError(f"dubflow: {error}") from None
 
@@ -30,8 +33,9 @@ wildcard_constraints:
     lang=r"[a-z]{2,3}",
 
 
+@functools.cache
 def settings_for(name):
-    """Config as seen by one video (global keys + its samples-sheet overrides)."""
+    """Config as seen by one video (global keys + its samples-sheet overrides); read-only."""
     return dubflow_settings.settings_for(config, SAMPLES.get(name))
 
 
@@ -51,12 +55,35 @@ def source_language(name):
         return json.load(handle)["language"]
 
 
-def source_subtitles(wildcards):
-    lang = source_language(wildcards.name)
+def mux_inputs(wildcards):
+    """Dub tracks in target-language order, then subtitles: source language first."""
+    name = wildcards.name
+    source = source_language(name)
+    targets = settings_for(name)["target_languages"]
+    languages = [source] + [lang for lang in targets if lang != source]
+    extra = "ass" in settings_for(name)["subtitles"].get("formats", [])
     return {
-        "srt": f"out/{wildcards.name}.{lang}.srt",
-        "vtt": f"out/{wildcards.name}.{lang}.vtt",
+        "dubs": [f"work/{name}/{lang}/dub.wav" for lang in targets],
+        "subtitles": [f"out/{name}.{lang}.srt" for lang in languages],
+        # not muxed: asked for so that out/{name}.mkv brings every deliverable
+        "ass": [f"out/{name}.{lang}.ass" for lang in languages] if extra else [],
     }
+
+
+def report_inputs(wildcards):
+    targets = settings_for(wildcards.name)["target_languages"]
+    return {
+        "translations": [
+            f"work/{wildcards.name}/{lang}/translation.json" for lang in targets
+        ],
+        "fits": [f"work/{wildcards.name}/{lang}/fit.json" for lang in targets],
+    }
+
+
+def translation_inputs(wildcards):
+    """The reviewer's edits file for this video and language, when there is one."""
+    edits = Path(config["edits_dir"]) / f"{wildcards.name}.{wildcards.lang}.tsv"
+    return {"edits": str(edits)} if edits.is_file() else {}
 
 
 def subtitle_text(wildcards):
@@ -64,3 +91,22 @@ def subtitle_text(wildcards):
     if wildcards.lang == source_language(wildcards.name):
         return f"work/{wildcards.name}/transcript.json"
     return f"work/{wildcards.name}/{wildcards.lang}/translation.json"
+
+
+onstart:
+    dubflow_batch.write_effective_config(config, "logs/config.effective.yaml")
+
+
+def report_batch():
+    """One line per video of the sheet: done, or failed with the reason and its log."""
+    rows = dubflow_batch.summarise(sorted(SAMPLES))
+    dubflow_batch.write_summary(rows, "logs/batch-summary.tsv")
+    print(dubflow_batch.format_summary(rows), file=sys.stderr)
+
+
+onsuccess:
+    report_batch()
+
+
+onerror:
+    report_batch()

@@ -1,7 +1,7 @@
 rule mux:
-    """The deliverable: video copied, original audio and subtitle tracks, all tagged."""
+    """The deliverable: video copied, a dub track per language, the original, subtitles; all tagged."""
     input:
-        unpack(source_subtitles),
+        unpack(mux_inputs),
         video=video_path,
         transcript="work/{name}/transcript.json",
     output:

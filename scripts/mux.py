@@ -20,31 +20,49 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SubtitleTrack:
+class Track:
+    """An extra input file that becomes one tagged track of the mkv."""
+
     path: str
     language: str  # ISO 639-1
     title: str
 
 
-def subtitle_language(path: str | Path) -> str:
-    """out/{name}.{lang}.srt -> lang (names may contain dots; codes never do)."""
-    return Path(path).name.rsplit(".", 2)[-2]
+def language_of(path: str | Path) -> str:
+    """out/{name}.{lang}.srt or work/{name}/{lang}/dub.wav -> lang (names may contain dots)."""
+    path = Path(path)
+    if path.name == "dub.wav":
+        return path.parent.name
+    return path.name.rsplit(".", 2)[-2]
 
 
 def mux_args(video: str | Path, audio_index: int, source_language: str,
-             subtitles: list[SubtitleTrack], output: str | Path) -> list[str]:
-    """The ffmpeg argv: inputs, stream maps, codecs, then per-track tags."""
+             dubs: list[Track], subtitles: list[Track], output: str | Path,
+             dub_codec: list[str] | None = None) -> list[str]:
+    """The ffmpeg argv: inputs, stream maps, codecs, then per-track tags.
+
+    Audio order is the dubs (the first one default), then the original, copied untouched.
+    """
+    dub_codec = dub_codec or ["aac", "-b:a", "192k"]
+    extras = dubs + subtitles
     args = ["-i", file_arg(video)]
-    for track in subtitles:
+    for track in extras:
         args += ["-i", file_arg(track.path)]
-    args += ["-map", "0:V?", "-map", f"0:{audio_index}"]
-    args += [arg for i in range(len(subtitles)) for arg in ("-map", f"{i + 1}:0")]
+    args += ["-map", "0:V?"]
+    args += [arg for i in range(len(dubs)) for arg in ("-map", f"{i + 1}:a:0")]
+    args += ["-map", f"0:{audio_index}"]
+    args += [arg for i in range(len(subtitles)) for arg in ("-map", f"{len(dubs) + i + 1}:0")]
     args += ["-c", "copy", "-c:s", "srt", "-map_metadata", "0"]
-    name = language_name(source_language)
+    for i, track in enumerate(dubs):
+        args += [f"-c:a:{i}", *dub_codec,
+                 f"-metadata:s:a:{i}", f"language={iso639_2(track.language)}",
+                 f"-metadata:s:a:{i}", f"title={track.title}",
+                 f"-disposition:a:{i}", "default" if i == 0 else "0"]
+    original = len(dubs)
     args += [
-        "-metadata:s:a:0", f"language={iso639_2(source_language)}",
-        "-metadata:s:a:0", f"title=Original ({name})",
-        "-disposition:a:0", "default",
+        f"-metadata:s:a:{original}", f"language={iso639_2(source_language)}",
+        f"-metadata:s:a:{original}", f"title=Original ({language_name(source_language)})",
+        f"-disposition:a:{original}", "0" if dubs else "default",
     ]
     for i, track in enumerate(subtitles):
         args += [
@@ -56,23 +74,25 @@ def mux_args(video: str | Path, audio_index: int, source_language: str,
 
 
 def mux(video: str | Path, transcript: str | Path, subtitle_files: list[str],
-        output: str | Path, ffmpeg: dict | None = None) -> None:
+        output: str | Path, dub_files: list[str] = (), ffmpeg: dict | None = None) -> None:
     info = probe(video, stage=STAGE, config=ffmpeg)
     audio = require_audio(info, STAGE)
     source_language = json.loads(Path(transcript).read_text(encoding="utf-8"))["language"]
-    tracks = []
+    dubs = [Track(str(p), language_of(p), f"{language_name(language_of(p))} dub")
+            for p in dub_files]
+    subtitles = []
     for path in subtitle_files:
         if Path(path).stat().st_size == 0:
             # No speech, no cues; ffmpeg cannot even open an empty SubRip file.
             log.info("skipping %s: it has no cues", path)
             continue
-        language = subtitle_language(path)
-        tracks.append(SubtitleTrack(str(path), language, language_name(language)))
+        language = language_of(path)
+        subtitles.append(Track(str(path), language, language_name(language)))
     with atomic_path(output) as tmp:
-        run_ffmpeg(mux_args(video, audio.index, source_language, tracks, tmp),
+        run_ffmpeg(mux_args(video, audio.index, source_language, dubs, subtitles, tmp),
                    stage=STAGE, path=video, config=ffmpeg, media_duration_s=info.duration_s)
-    log.info("muxed %s: video copied, original %s audio, %d subtitle track(s)",
-             output, source_language, len(tracks))
+    log.info("muxed %s: video copied, %d dub track(s), original %s audio, %d subtitle track(s)",
+             output, len(dubs), source_language, len(subtitles))
 
 
 if "snakemake" in globals():
@@ -85,7 +105,8 @@ if "snakemake" in globals():
         mux,
         video=sm.input.video,
         transcript=sm.input.transcript,
-        subtitle_files=[sm.input.srt],
+        subtitle_files=list(sm.input.subtitles),
+        dub_files=list(sm.input.dubs),
         output=sm.output.mkv,
         ffmpeg=sm.params.ffmpeg,
     )

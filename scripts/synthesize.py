@@ -425,7 +425,7 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
                 entry.update(wav=f"{entry['id']}.wav", sample_rate=info.samplerate,
                              duration_s=round(info.frames / info.samplerate, 4))
         write_json(folder / "lines.json", entries)
-    log.info("synthesized %d lines, %d from cache", len(spoken), len(spoken) - len(jobs))
+    log.info("%d lines: %d synthesized, %d from cache", len(spoken), len(jobs), len(spoken) - len(jobs))
     return entries
 
 

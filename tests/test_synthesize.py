@@ -118,7 +118,7 @@ def test_same_input_twice_gives_identical_bytes_from_cache(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="synthesize"):
         second = synthesize.run(source, tmp_path / "b", "en", tts)
     assert all(e["cached"] for e in second)
-    assert "synthesized 2 lines, 2 from cache" in caplog.text
+    assert "2 lines: 0 synthesized, 2 from cache" in caplog.text
     for a, b in zip(first, second):
         assert (tmp_path / "a" / a["wav"]).read_bytes() == (tmp_path / "b" / b["wav"]).read_bytes()
     # Piper itself is repeatable (noise at 0): an empty cache gives the same bytes too.
@@ -136,7 +136,7 @@ def test_one_line_edit_synthesizes_one_line(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="synthesize"):
         after = synthesize.run(source, tmp_path / "tts", "en", tts)
     assert [e["cached"] for e in after] == [True, False, True]
-    assert "synthesized 3 lines, 2 from cache" in caplog.text
+    assert "3 lines: 1 synthesized, 2 from cache" in caplog.text
     assert after[1]["cache_key"] != before[1]["cache_key"]
     assert [a["cache_key"] for a in after[::2]] == [b["cache_key"] for b in before[::2]]
     assert json.loads((tmp_path / "tts" / "lines.json").read_text())[1]["text"] == edited[1]

@@ -76,10 +76,13 @@ def test_mkv_has_copied_video_tagged_audio_and_subtitles(built):
     mkv = ws / "out" / f"{WEIRD_NAME}.mkv"
     info = probe(mkv, stage="test")
     kinds = [s.codec_type for s in info.streams]
-    assert kinds == ["video", "audio", "subtitle"]
-    audio, subtitle = info.streams[1], info.streams[2]
-    assert audio.language == "eng" and audio.title == "Original (English)" and audio.is_default
-    assert subtitle.language == "eng" and subtitle.codec_name == "subrip"
+    assert kinds == ["video", "audio", "audio", "subtitle", "subtitle"]
+    dub, original, source_subs, dub_subs = info.streams[1:]
+    assert dub.language == "por" and dub.title == "Portuguese dub" and dub.is_default
+    assert original.language == "eng" and original.title == "Original (English)"
+    assert not original.is_default
+    assert source_subs.language == "eng" and source_subs.codec_name == "subrip"
+    assert dub_subs.language == "por" and dub_subs.title == "Portuguese"
     assert video_md5(mkv) == video_md5(video)
     assert abs(info.duration_s - probe(video, stage="test").duration_s) < 0.1
     assert not (ws / "pwned").exists()
@@ -90,7 +93,11 @@ def test_outputs_follow_the_contract(built):
     for rel in ["work/{n}/audio.wav", "work/{n}/source.wav", "work/{n}/transcript.json",
                 "work/{n}/speakers.rttm", "logs/{n}/diarize.log", "benchmarks/{n}/diarize.tsv",
                 "out/{n}.en.srt", "out/{n}.en.vtt", "logs/{n}/extract.log",
-                "logs/{n}/transcribe.log", "logs/{n}/mux.log", "benchmarks/{n}/transcribe.tsv"]:
+                "logs/{n}/transcribe.log", "logs/{n}/mux.log", "benchmarks/{n}/transcribe.tsv",
+                "work/{n}/pt/translation.json", "work/{n}/pt/tts/lines.json",
+                "work/{n}/pt/dub.wav", "work/{n}/pt/fit.json", "out/{n}.pt.srt",
+                "out/{n}.pt.vtt", "logs/{n}/translate.pt.log", "logs/{n}/synthesize.pt.log",
+                "logs/{n}/mix.pt.log", "benchmarks/{n}/mix.pt.tsv"]:
         assert (ws / rel.format(n=WEIRD_NAME)).is_file(), rel
     analysis = probe(ws / "work" / WEIRD_NAME / "audio.wav", stage="test").streams[0]
     assert (analysis.sample_rate, analysis.channels, analysis.codec_name) == (16000, 1, "pcm_s16le")
@@ -131,11 +138,17 @@ def test_an_edited_transcript_rebuilds_only_what_depends_on_it(built):
     path.write_text(json.dumps(transcript))
     dry = snakemake(ws, "-n", f"out/{WEIRD_NAME}.mkv")
     jobs = job_counts(dry.stdout)
-    assert jobs == {"subtitles": 1, "mux": 1}, dry.stdout
+    # both subtitle files, and the dub of the changed line
+    assert jobs == {"translate": 1, "subtitles": 2, "synthesize": 1, "mix": 1, "mux": 1}, dry.stdout
     run = snakemake(ws, f"out/{WEIRD_NAME}.mkv")
     assert run.returncode == 0, run.stderr[-2000:]
     srt = (ws / "out" / f"{WEIRD_NAME}.en.srt").read_text()
     assert "leaving now" in srt.replace("\n", " ") and "soon" not in srt
+    lines = len(transcript["segments"])
+    assert f"{lines} lines, 1 translated, {lines - 1} from cache" in (
+        ws / "logs" / WEIRD_NAME / "translate.pt.log").read_text()
+    assert f"{lines} lines: 1 synthesized, {lines - 1} from cache" in (
+        ws / "logs" / WEIRD_NAME / "synthesize.pt.log").read_text()
     os.utime(next((ws / "in").iterdir()))  # the video (> 1 MB: compared by time)
     dry = snakemake(ws, "-n", f"out/{WEIRD_NAME}.mkv")
     assert {"extract", "transcribe"} <= set(job_counts(dry.stdout)), dry.stdout
@@ -169,7 +182,7 @@ def test_dry_run_on_a_fresh_folder_creates_nothing(tmp_path, speech_video):
 def test_samples_sheet_rows_and_overrides(tmp_path, speech_video):
     ws = make_workspace(tmp_path, {})
     (ws / "samples.tsv").write_text(
-        f"name\tpath\tsource_language\ttarget_languages\nlisted\t{speech_video[0]}\ten\tpt es\n"
+        f"name\tpath\tsource_language\ttarget_languages\nlisted\t{speech_video[0]}\ten\tpt en\n"
     )
     run = snakemake(ws)  # default target: every video of the sheet
     assert run.returncode == 0, run.stderr[-3000:]
@@ -211,9 +224,12 @@ def test_silent_video_still_gets_an_mkv(tmp_path, silent_video):
     transcript = json.loads((ws / "work" / "quiet" / "transcript.json").read_text())
     assert transcript["segments"] == [] and transcript["language"] == "und"
     assert (ws / "work" / "quiet" / "speakers.rttm").read_text() == ""
-    audio = probe(ws / "out" / "quiet.mkv", stage="test").audio_streams[0]
+    dub, original = probe(ws / "out" / "quiet.mkv", stage="test").audio_streams
+    # No lines: the dub track is the original mix, and the mix log says so.
+    assert dub.title == "Portuguese dub" and dub.is_default
+    assert "has no lines to place" in (ws / "logs" / "quiet" / "mix.pt.log").read_text()
     # The muxer writes "und"; ffmpeg's Matroska reader reports "und" as no tag at all.
-    assert audio.language in (None, "und") and audio.title == "Original (Undetermined)"
+    assert original.language in (None, "und") and original.title == "Original (Undetermined)"
 
 
 @pytest.mark.parametrize(

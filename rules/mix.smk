@@ -1,0 +1,23 @@
+rule mix:
+    """Lines at their source times, fitted to their slots, over the ducked original, at target loudness."""
+    input:
+        source="work/{name}/source.wav",
+        tts="work/{name}/{lang}/tts",
+    output:
+        dub="work/{name}/{lang}/dub.wav",
+        fit="work/{name}/{lang}/fit.json",
+    log:
+        "logs/{name}/mix.{lang}.log",
+    benchmark:
+        "benchmarks/{name}/mix.{lang}.tsv"
+    conda:
+        "../envs/media.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=60,
+    params:
+        mix=lambda wc: settings_for(wc.name)["mix"],
+        ffmpeg=config["ffmpeg"],
+    script:
+        "../scripts/mix.py"
