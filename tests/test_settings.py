@@ -160,3 +160,31 @@ def test_sheet_speaker_count_must_be_a_whole_number(tmp_path):
     sheet = write_sheet(tmp_path / "s.tsv", "name|path|speakers\nep1|a.mp4|two\n")
     with pytest.raises(InputError, match="speakers"):
         settings.read_sheet(sheet, SHEET_SCHEMA)
+
+
+def test_readme_documents_every_config_key():
+    """The README's configuration table lists every leaf key of the schema."""
+    import re
+
+    import yaml
+
+    from conftest import ROOT
+
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+
+    def leaves(node, prefix=""):
+        properties = node.get("properties") if isinstance(node, dict) else None
+        if not properties:
+            yield prefix
+            return
+        for key, child in properties.items():
+            yield from leaves(child, f"{prefix}.{key}" if prefix else key)
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):]
+    documented = set(re.findall(r"^\| `([\w.]+)`", table, re.M))
+    # "diarization.min_speakers`, `max_speakers" style rows document siblings together
+    for row in re.findall(r"^\| `([\w.]+)\.(\w+)`, `(\w+)`", table, re.M):
+        documented |= {f"{row[0]}.{row[1]}", f"{row[0]}.{row[2]}"}
+    missing = sorted(set(leaves(schema)) - documented)
+    assert not missing, f"README configuration table lacks {missing}"
