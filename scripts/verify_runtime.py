@@ -19,7 +19,7 @@ import time
 import tomllib
 import traceback
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import yaml
 
@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         check("asr", lambda: check_whisper(config, wav))
         check("diarization", lambda: check_diarization(config, wav))
         for target in config["target_languages"]:
-            check(f"translation ({target})", lambda: check_translation(config, folder, target))
-            check(f"voice ({target})", lambda: check_voice(config, folder, target))
+            check(f"translation ({target})",
+                  lambda lang=target: check_translation(config, folder, lang))
+            check(f"voice ({target})", lambda lang=target: check_voice(config, folder, lang))
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:

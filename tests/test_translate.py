@@ -367,7 +367,7 @@ def test_edits_with_a_matching_source_column(tmp_path):
     edits.write_text("id\tsource\ttext\n0002\t Bye. \tTchau.\n")
     document = translate.run(transcript, tmp_path / "t.json", "pt",
                              settings(tmp_path, backend="none"), edits_path=edits)
-    assert [(l["text"], l["edited"]) for l in document["lines"]] == [("Hello.", False),
+    assert [(line["text"], line["edited"]) for line in document["lines"]] == [("Hello.", False),
                                                                       ("Tchau.", True)]
 
 

@@ -6,7 +6,6 @@ fast tiny.en model, and checks the result with ffprobe, as a user would.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
