@@ -135,3 +135,19 @@ def test_unwritable_output_folder_is_refused_before_any_job(tmp_path, monkeypatc
     with pytest.raises(ConfigError, match="out cannot be written"):
         settings.check_writable(("out", "work"))
     settings.check_writable(("work", "logs"))  # folders that do not exist yet are fine
+
+
+def test_verify_runtime_lists_what_is_wrong_and_exits_non_zero(tmp_path, capsys):
+    """`make verify` on a machine whose ASR model folder is missing."""
+    import verify_runtime
+
+    broken = tmp_path / "whisper-missing"
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"asr": {"model": str(broken)}}))
+    status = verify_runtime.main(["--configfile", str(extra)])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "FAIL  asr" in out and "make setup" in out and str(broken) in out
+    for healthy in ("python packages", "ffmpeg", "translation (pt)", "voice (pt)"):
+        assert f"ok    {healthy}" in out, out
+    assert out.rstrip().splitlines()[-1].startswith("  - asr:")
