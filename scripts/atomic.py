@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,27 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def remove_stale_temps(dest: str | os.PathLike[str]) -> list[Path]:
+    """Delete temp files and folders a SIGKILLed writer of ``dest`` left behind.
+
+    SIGKILL cannot be caught, so the ``finally`` above never runs and a hidden
+    ``.<stem>.*.partial*`` sibling stays. The rule runner calls this before a stage writes
+    ``dest`` again; Snakemake's directory lock guarantees no other job is writing it.
+    """
+    dest = Path(dest)
+    prefix = f".{dest.stem[:40]}."
+    removed = []
+    if dest.parent.is_dir():
+        for path in dest.parent.iterdir():
+            if path.name.startswith(prefix) and ".partial" in path.name:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def _allow_empty(dest: Path) -> bool:

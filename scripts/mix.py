@@ -601,7 +601,7 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
              fit.summary(placements))
 
     dub_wav.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{dub_wav.stem}.mix.", dir=dub_wav.parent))
+    workdir = Path(tempfile.mkdtemp(prefix=f".{dub_wav.stem}.partial-mix-", dir=dub_wav.parent))
     try:
         control = None
         if placements:

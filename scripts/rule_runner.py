@@ -22,6 +22,7 @@ import traceback
 from typing import Any
 from collections.abc import Callable
 
+from atomic import remove_stale_temps
 from errors import DubflowError
 from redaction import RedactingFilter, redact
 
@@ -58,7 +59,11 @@ def run_rule(snakemake: Any, stage: str, function: Callable[..., Any], **kwargs:
     log = setup_logging(log_path)
     limit_threads(snakemake.threads)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    log.info("stage %s for %s (threads=%s)", stage, snakemake.wildcards.get("name", "?"), snakemake.threads)
+    log.info("stage %s for %s (threads=%s)", stage, snakemake.wildcards.get("name", "?"),
+             snakemake.threads)
+    for output in snakemake.output:
+        for stale in remove_stale_temps(output):
+            log.warning("removed %s, left by an interrupted run", stale)
     try:
         function(**kwargs)
     except DubflowError as error:

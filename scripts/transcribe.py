@@ -14,7 +14,7 @@ import numpy as np
 
 from atomic import write_json
 from device import resolve_device
-from errors import InputError
+from errors import InputError, ModelError
 from languages import UNDETERMINED
 from settings import check_whisper_model
 from wav import ANALYSIS_RATE, read_analysis_wav
@@ -63,18 +63,28 @@ def load_audio(path: str | Path) -> np.ndarray:
     return read_analysis_wav(path, STAGE)
 
 
-def load_model(model_dir: str | Path, compute_type: str, threads: int, device: str = "cpu"):
+def load_model(model_dir: str | Path, compute_type: str, threads: int, device: str = "cpu",
+               stage: str = STAGE):
     """A WhisperModel from a local folder only; never a hub download."""
     from faster_whisper import WhisperModel
 
     folder = check_whisper_model(model_dir)
-    return WhisperModel(
-        str(folder),
-        device=resolve_device(device, "asr.device"),
-        compute_type=compute_type,
-        cpu_threads=max(1, threads),
-        local_files_only=True,
-    )
+    try:
+        return WhisperModel(
+            str(folder),
+            device=resolve_device(device, "asr.device"),
+            compute_type=compute_type,
+            cpu_threads=max(1, threads),
+            local_files_only=True,
+        )
+    except (RuntimeError, ValueError, OSError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(
+            f"the Whisper model folder {folder} (config key asr.model) cannot be loaded by "
+            f"CTranslate2 ({first[:160]}; stage {stage}); run `make setup` to rebuild models/, or point "
+            f"asr.model at a complete CTranslate2 Whisper folder",
+            detail=repr(error),
+        ) from None
 
 
 def read_glossary(path: str | Path | None) -> list[str]:

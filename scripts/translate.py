@@ -422,7 +422,8 @@ def whisper_translate(asr: dict, audio, source: str | None, translation: dict,
     """Whisper's translate task on each line's audio (padded a little, no VAD)."""
     from transcribe import load_model
 
-    model = load_model(asr["model"], asr.get("compute_type", "int8"), threads, asr.get("device"))
+    model = load_model(asr["model"], asr.get("compute_type", "int8"), threads, asr.get("device"),
+                       stage=STAGE)
     if not model.model.is_multilingual:
         raise ModelError(
             f"the Whisper model {asr['model']} (config key asr.model) is English-only and "

@@ -35,3 +35,18 @@ def test_empty_media_is_not_published(tmp_path):
         with atomic_path(dest):
             pass
     assert not dest.exists()
+
+
+def test_temps_left_by_a_killed_writer_are_removed_before_the_next(tmp_path):
+    from atomic import remove_stale_temps
+
+    dest = tmp_path / "dub.wav"
+    left = [tmp_path / ".dub.k3j9.partial.wav", tmp_path / ".dub.partial-mix-abc"]
+    left[0].write_bytes(b"half")
+    left[1].mkdir()
+    (left[1] / "control.wav").write_bytes(b"x")
+    keep = [tmp_path / "dub.wav.bak", tmp_path / ".dubbing.partial.wav", tmp_path / "fit.json"]
+    for path in keep:
+        path.write_text("mine")
+    assert sorted(remove_stale_temps(dest)) == sorted(left)
+    assert not any(p.exists() for p in left) and all(p.exists() for p in keep)
