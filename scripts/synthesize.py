@@ -32,6 +32,7 @@ import soundfile as sf
 
 import tts_backends as tb
 import voices
+from progress import Progress
 from atomic import atomic_path, write_json
 from errors import ConfigError, InputError
 
@@ -368,15 +369,18 @@ def make(job: Job, engines: Engines, speed: float) -> None:
 
 def make_all(jobs: list[Job], engines: Engines, speed: float) -> None:
     """Run the jobs on the rule's threads; the first failure stops the rest."""
+    progress = Progress(len(jobs), "synthesized", " lines", logger=log)
     if engines.threads == 1 or len(jobs) < 2:
-        for job in jobs:
+        for done, job in enumerate(jobs, 1):
             make(job, engines, speed)
+            progress.update(done)
         return
     with ThreadPoolExecutor(max_workers=engines.threads) as pool:
         futures = [pool.submit(make, job, engines, speed) for job in jobs]
         try:
-            for future in as_completed(futures):
+            for done, future in enumerate(as_completed(futures), 1):
                 future.result()
+                progress.update(done)
         except BaseException:
             for future in futures:
                 future.cancel()

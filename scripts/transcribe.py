@@ -15,6 +15,7 @@ import numpy as np
 from atomic import write_json
 from device import resolve_device
 from errors import InputError, ModelError
+from progress import Progress
 from languages import UNDETERMINED
 from settings import check_whisper_model
 from wav import ANALYSIS_RATE, read_analysis_wav
@@ -132,9 +133,12 @@ def transcribe(audio_path: str | Path, asr: dict, language: str = "auto",
         condition_on_previous_text=False,  # stops one misheard line from derailing the rest
     )
     threshold = asr.get("low_confidence_logprob", -1.0)
-    segments = [
-        _segment(i, seg, threshold) for i, seg in enumerate(segments_iter) if seg.text.strip()
-    ]
+    progress = Progress(duration, "transcribed", " s of audio", logger=log)
+    segments = []
+    for i, seg in enumerate(segments_iter):  # decoding happens as this generator is read
+        progress.update(seg.end)
+        if seg.text.strip():
+            segments.append(_segment(i, seg, threshold))
     log.info("language %s (p=%.2f, %s), %d segments, %.1f s of audio, %.1f s after VAD",
              info.language, info.language_probability or 0, "configured" if forced else
              "detected", len(segments), duration, info.duration_after_vad)
