@@ -48,8 +48,8 @@ def test_container_extract_and_mux(container, speech_video, tmp_path):
     transcript.write_text(json.dumps({"language": "en", "segments": [
         {"start": 0.5, "end": 2.0, "text": "Hello.", "words": []}]}))
     srt = tmp_path / "x.en.srt"
-    write_subtitles(transcript, srt, tmp_path / "x.en.vtt",
-                    {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7})
+    write_subtitles(transcript, {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7},
+                    srt_path=srt, vtt_path=tmp_path / "x.en.vtt")
     out = tmp_path / "out.mkv"
     mux(video, transcript, [str(srt)], out)
     muxed = probe(out, stage="test")
