@@ -119,28 +119,52 @@ def test_dub_tracks_are_at_target_loudness(dubbed, tmp_path, index):
 
 
 def test_dubs_speak_the_translation(dubbed, tmp_path):
-    """Whisper hears the dub say the translated text.
+    """Whisper hears the English dub say the translated text (WER <= 15 %).
 
-    English (re-voiced by Piper and espeak-ng) must be within 15 % WER. Portuguese has
-    only espeak-ng's formant voices offline; Whisper base hears those at 35-60 % WER
-    even without the ducked English underneath, so that bound guards against silence,
-    misplacement or the wrong language, not against robotic diction.
+    The English dub is re-voiced by Piper and espeak-ng over the ducked original. The
+    Portuguese dub has only espeak-ng's formant voices offline, which Whisper base hears
+    at 35-80 % WER (it even takes them for Latin), so for Portuguese the WER is printed
+    and the test below checks the signal instead: every line's audio is in the track.
     """
     import transcribe
+    from scipy.signal import resample_poly
 
     ws, _ = dubbed
-    for index, lang, model, bound in [(1, "en", BASE, 0.15), (0, "pt", BASE, 0.65)]:
+    asr = {"model": str(BASE), "compute_type": "int8", "beam_size": 5, "vad": True}
+    model = transcribe.load_model(asr["model"], "int8", 2)
+    for index, lang in [(1, "en"), (0, "pt")]:
         audio, rate = decoded_track(ws, index, tmp_path)
         wav = tmp_path / f"{lang}.16k.wav"
-        from scipy.signal import resample_poly
-
         sf.write(wav, resample_poly(audio.mean(axis=1), 1, rate // 16000), 16000)
-        asr = {"model": str(model), "compute_type": "int8", "beam_size": 5, "vad": True}
-        heard = transcribe.transcribe(wav, asr, language=lang, threads=2)
+        heard = transcribe.transcribe(wav, asr, language=lang, threads=2, model=model)
         expected = [line["text"] for line in load(work(ws, lang, "translation.json"))["lines"]]
         wer = word_error_rate(expected, [s.__dict__ for s in heard.segments])
         print(f"\n{lang} dub WER {wer:.1%}: {' '.join(s.text for s in heard.segments)}")
-        assert wer <= bound
+        if lang == "en":
+            assert wer <= 0.15
+
+
+def test_each_voiced_line_is_heard_in_the_dub_at_its_place(dubbed, tmp_path):
+    """Cross-correlate each line's synthesized audio with the decoded dub track."""
+    from scipy.signal import correlate, resample_poly
+
+    ws, _ = dubbed
+    audio, rate = decoded_track(ws, 0, tmp_path)  # Portuguese
+    track = audio.mean(axis=1)
+    for line in load(work(ws, "pt", "fit.json"))["lines"]:
+        if line["speed"] != 1.0 or line["trimmed_s"]:
+            continue  # altered on purpose; placement is checked from fit.json above
+        voice, voice_rate = sf.read(work(ws, "pt", "tts", f"{line['id']}.wav"), dtype="float32")
+        template = resample_poly(voice, rate, voice_rate)[: rate]  # its first second
+        lo = int((line["start"] - 0.2) * rate)
+        window = track[max(lo, 0): lo + len(template) + int(0.4 * rate)]
+        scores = correlate(window, template, mode="valid")
+        energy = np.sqrt(correlate(window ** 2, np.ones(len(template)), mode="valid"))
+        ncc = scores / (energy * np.linalg.norm(template) + 1e-9)
+        best = int(np.argmax(ncc))
+        offset = (max(lo, 0) + best) / rate - line["start"]
+        print(f"line {line['id']}: correlation {ncc[best]:.2f} at {offset * 1000:+.0f} ms")
+        assert ncc[best] > 0.6 and abs(offset) <= 0.1
 
 
 def test_portuguese_subtitles_parse_lie_within_speech_and_translate(dubbed):
