@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 import pytest
 
 import transcribe
@@ -84,3 +86,33 @@ def test_glossary_feeds_hotwords_and_prompt(tmp_path):
     assert transcribe.decoding_hints({}) == (None, None)
     with pytest.raises(InputError, match="asr.glossary"):
         transcribe.decoding_hints({"glossary": str(tmp_path / "missing.txt")})
+
+
+def test_windows_cut_long_audio_in_its_quietest_spots():
+    rate = transcribe.SAMPLE_RATE
+    rng = np.random.default_rng(0)
+    audio = rng.normal(0, 0.1, 25 * 60 * rate).astype(np.float32)  # 25 minutes of "speech"
+    for quiet_at in (9 * 60 + 50, 20 * 60 + 12):  # a pause near each 10-minute mark
+        audio[quiet_at * rate: (quiet_at + 1) * rate] = 0
+    cuts = transcribe.windows(audio)
+    assert cuts[0][0] == 0 and cuts[-1][1] == len(audio)
+    assert all(a[1] == b[0] for a, b in zip(cuts, cuts[1:]))  # contiguous, nothing lost
+    assert [round(end / rate) for _, end in cuts[:-1]] == [9 * 60 + 50, 20 * 60 + 12]
+    assert transcribe.windows(audio[: 14 * 60 * rate]) == [(0, 14 * 60 * rate)]
+
+
+def test_windowed_transcription_keeps_words_and_absolute_times(speech_wav, tiny_asr,
+                                                               monkeypatch):
+    """The speech cut into windows near the pause between its lines: same words, same times."""
+    wav, spoken = speech_wav
+    whole = transcribe.transcribe(wav, tiny_asr, "auto", threads=2)
+    monkeypatch.setattr(transcribe, "WINDOW_S", (spoken[0].end + spoken[1].start) / 2)
+    monkeypatch.setattr(transcribe, "CUT_SEARCH_S", 1.0)
+    cut = transcribe.transcribe(wav, tiny_asr, "auto", threads=2)
+    assert len(transcribe.windows(transcribe.load_audio(wav))) > 1
+    assert cut.language == whole.language == "en"
+    assert word_error_rate(TEST_LINES, [s.__dict__ for s in cut.segments]) <= 0.10
+    first = [w for s in cut.segments for w in s.words][0]
+    assert abs(first.start - spoken[0].start) < 0.5
+    second_line = [w for s in cut.segments for w in s.words][len(TEST_LINES[0].split())]
+    assert abs(second_line.start - spoken[1].start) < 0.5
