@@ -38,6 +38,30 @@ def test_far_word_follows_its_neighbours():
     assert [s.speaker for s in split_by_speaker([seg], [Turn(0.0, 0.5, "A")])] == ["A"]
 
 
+def test_sentence_start_stretched_across_a_pause_goes_to_the_next_turn_and_is_clipped():
+    """Measured: "recordings. The studio" gave "The" 27.03-28.13 s, though the reply began
+    at 28.07 s; by overlap it went to the previous speaker, and the line started 1 s early."""
+    seg = segment([(25.4, 27.03, "recordings."), (27.03, 28.13, "The"), (28.13, 28.5, "studio")])
+    turns = [Turn(24.06, 27.28, "A"), Turn(28.04, 31.1, "B")]
+    out = split_by_speaker([seg], turns)
+    assert [(s.speaker, s.text, s.start) for s in out] == [("A", "recordings.", 25.4),
+                                                           ("B", "The studio", 28.04)]
+
+
+def test_sentence_end_stretched_into_the_next_turn_stays_with_its_own():
+    seg = segment([(1.0, 1.5, "See"), (1.5, 3.0, "you."), (3.1, 3.5, "Bye")])
+    turns = [Turn(0.9, 2.0, "A"), Turn(2.2, 4.0, "B")]
+    out = split_by_speaker([seg], turns)
+    assert [(s.speaker, s.text, s.end) for s in out] == [("A", "See you.", 2.0),
+                                                         ("B", "Bye", 3.5)]
+
+
+def test_sentence_edge_slightly_outside_its_turn_is_not_moved():
+    seg = segment([(0.95, 1.4, "Hello"), (1.4, 1.8, "there.")])
+    out = split_by_speaker([seg], [Turn(1.0, 1.85, "A")])
+    assert (out[0].start, out[0].end) == (0.95, 1.8)
+
+
 def test_no_turns_leaves_segments_alone():
     seg = segment([(0.0, 0.4, "hi")])
     assert split_by_speaker([seg], []) == [seg]
