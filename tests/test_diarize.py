@@ -400,5 +400,6 @@ def test_words_get_their_speaker(media, tmp_path, name, max_wrong_share):
     # a segment never spans two speakers' turns when diarization is right
     if max_wrong_share == 0:
         for segment in result.segments:
-            voices = {r.voice for r in reference if r.start < segment.end and segment.start < r.end}
+            voices = {r.voice for r in reference  # edges agree to ~0.1 s, not better
+                      if min(segment.end, r.end) - max(segment.start, r.start) > 0.1}
             assert len(voices) <= 1, (segment.text, voices)
