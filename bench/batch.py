@@ -73,7 +73,7 @@ def main() -> int:
           f"({seconds / len(videos):.1f} s each), cold run per mode, {os.cpu_count()} cores")
     print(f"{'mode':<25}{'wall s':>8}{'videos/min':>12}{'speed-up':>10}{'job s':>8}"
           f"{'cores used':>12}{'R > cores':>11}{'other load':>12}")
-    baseline = None
+    baseline, per_job = None, {}
     for mode, flags in MODES.items():
         workdir = prepare_workdir(CACHE / "runs" / "batch", videos)
         run = snakemake(workdir, *flags, log=workdir / f"snakemake{flags[1]}.log")
@@ -83,6 +83,8 @@ def main() -> int:
         jobs = [bench for name in videos
                 for bench in read_benchmarks(workdir / "benchmarks" / name).values()]
         baseline = baseline or run.wall_s
+        for bench in jobs:
+            per_job.setdefault(bench.job, {}).setdefault(mode, []).append(bench.s)
         cores = int(flags[1])
         over = sum(r > cores for r in run.running) / max(len(run.running), 1)
         other = max(0.0, run.machine_cpu_s - run.cpu_s) / run.wall_s
@@ -93,6 +95,9 @@ def main() -> int:
           "snakemake and its jobs / wall s;\nR > cores = share of 0.25 s samples in which "
           "more job threads were runnable than the run's cores (oversubscription);\n"
           "other load = cores used by other processes meanwhile (inflates the walls).")
+    print(f"\nMean job wall s per video\n{'job':<15}" + "".join(f"{m:>25}" for m in MODES))
+    for job, by_mode in sorted(per_job.items()):
+        print(f"{job:<15}" + "".join(f"{sum(v) / len(v):>25.1f}" for v in by_mode.values()))
     return 0
 
 

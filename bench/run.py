@@ -60,7 +60,8 @@ def main() -> int:
     duration = media_duration(video)
     name = f"conv{minutes:g}"
     workdir = prepare_workdir(CACHE / "runs" / f"run-{minutes:g}min", {name: video})
-    print(header(video, duration, args.cores), flush=True)
+    commit = git("rev-parse", "--short", "HEAD")
+    print(header(video, duration, args.cores, commit), flush=True)
 
     full = snakemake(workdir, "--cores", str(args.cores), log=workdir / "full.log")
     if full.returncode != 0:
@@ -68,15 +69,14 @@ def main() -> int:
         return 1
     jobs = read_benchmarks(workdir / "benchmarks" / name)
     print_full_run(full, jobs, workdir / "logs" / name, duration, args.cores)
-    save_and_compare(minutes, duration, full, jobs)
+    save_and_compare(minutes, duration, full, jobs, commit)
     if not args.no_edit:
         print_incremental(workdir, name, full, duration, args.cores)
     print_quality(json.loads(reference.read_text()), workdir / "work" / name)
     return 0
 
 
-def header(video: Path, duration: float, cores: int) -> str:
-    commit = git("rev-parse", "--short", "HEAD")
+def header(video: Path, duration: float, cores: int, commit: str) -> str:
     dirty = " + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
     import snakemake as sm
 
@@ -123,6 +123,12 @@ def print_full_run(run: Run, jobs, logs: Path, duration: float, cores: int) -> N
           "(Python start + imports, counted in the job).\n   peak RSS = Snakemake's "
           "benchmark max_rss (job + children, sampled); VmHWM = the job's Python process "
           "peak, exact.")
+    for translation in sorted(logs.parent.parent.glob(f"work/{logs.name}/*/translation.json")):
+        lines = json.loads(translation.read_text())["lines"]
+        unique = len({(line["speaker"], line["text"]) for line in lines})
+        print(f"   {translation.parent.name}: {len(lines)} lines, {unique} distinct (speaker, "
+              f"text): the generator repeats its script, and synthesize makes each distinct "
+              f"line once, so its time is a lower bound.")
 
     busy = busy_seconds(jobs.values())
     total = sum(b.s for b in jobs.values())
@@ -164,7 +170,7 @@ def first_log_time(log: Path) -> float | None:
         return None
 
 
-def save_and_compare(minutes: float, duration: float, run: Run, jobs) -> None:
+def save_and_compare(minutes: float, duration: float, run: Run, jobs, commit: str) -> None:
     """Keep this run's memory figures; print them beside the other stored lengths."""
     results = CACHE / "results"
     results.mkdir(parents=True, exist_ok=True)
@@ -174,7 +180,7 @@ def save_and_compare(minutes: float, duration: float, run: Run, jobs) -> None:
         hwm = max((p.hwm_mb for p in run.jobs.values() if p.script == script), default=0.0)
         peaks[bench.job] = {"s": bench.s, "max_rss": bench.max_rss_mb, "hwm": hwm}
     record = {"minutes": minutes, "duration_s": duration, "wall_s": run.wall_s,
-              "commit": git("rev-parse", "--short", "HEAD"), "when": time.time(), "jobs": peaks}
+              "commit": commit, "when": time.time(), "jobs": peaks}
     (results / f"run-{minutes:g}min.json").write_text(json.dumps(record, indent=1))
     stored = sorted((json.loads(p.read_text()) for p in results.glob("run-*min.json")),
                     key=lambda r: r["minutes"])
