@@ -63,7 +63,7 @@ def mux_inputs(wildcards):
     languages = [source] + [lang for lang in targets if lang != source]
     extra = "ass" in settings_for(name)["subtitles"].get("formats", [])
     return {
-        "dubs": [f"work/{name}/{lang}/dub.wav" for lang in targets],
+        "dubs": [f"work/{name}/{lang}/dub.mka" for lang in targets],
         "subtitles": [f"out/{name}.{lang}.srt" for lang in languages],
         # not muxed: asked for so that out/{name}.mkv brings every deliverable
         "ass": [f"out/{name}.{lang}.ass" for lang in languages] if extra else [],

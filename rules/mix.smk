@@ -5,6 +5,7 @@ rule mix:
         tts="work/{name}/{lang}/tts",
     output:
         dub="work/{name}/{lang}/dub.wav",
+        track="work/{name}/{lang}/dub.mka",
         fit="work/{name}/{lang}/fit.json",
     log:
         "logs/{name}/mix.{lang}.log",
@@ -18,6 +19,7 @@ rule mix:
         runtime=60,
     params:
         mix=lambda wc: settings_for(wc.name)["mix"],
+        tempo_cache=lambda wc: f"{settings_for(wc.name)['tts']['cache_dir']}/tempo",
         ffmpeg=config["ffmpeg"],
     script:
         "../scripts/mix.py"

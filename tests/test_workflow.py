@@ -94,7 +94,7 @@ def test_outputs_follow_the_contract(built):
                 "out/{n}.en.srt", "out/{n}.en.vtt", "logs/{n}/extract.log",
                 "logs/{n}/transcribe.log", "logs/{n}/mux.log", "benchmarks/{n}/transcribe.tsv",
                 "work/{n}/pt/translation.json", "work/{n}/pt/tts/lines.json",
-                "work/{n}/pt/dub.wav", "work/{n}/pt/fit.json", "out/{n}.pt.srt",
+                "work/{n}/pt/dub.wav", "work/{n}/pt/dub.mka", "work/{n}/pt/fit.json", "out/{n}.pt.srt",
                 "out/{n}.pt.vtt", "logs/{n}/translate.pt.log", "logs/{n}/synthesize.pt.log",
                 "logs/{n}/mix.pt.log", "benchmarks/{n}/mix.pt.tsv"]:
         assert (ws / rel.format(n=WEIRD_NAME)).is_file(), rel
