@@ -97,6 +97,10 @@ LIMITER_RELEASE_MS = 80.0
 #: The meter at the end of every ffmpeg pass (framelog=quiet: only the summary, not
 #: ten lines a second).
 METER = "ebur128=peak=true:framelog=quiet"
+#: The first pass only decides between one gain and the limiter, so it reads sample peaks
+#: (0.6 s against 1.5 s for 10 minutes): they are never above the true peak, so "over"
+#: is certain, and a "not over" is checked on the written file's true peak.
+SAMPLE_METER = "ebur128=peak=sample:framelog=quiet"
 #: Integrated loudness at or below the EBU R128 absolute gate: nothing to normalise.
 SILENCE_LUFS = -70.0
 #: Envelope and voice stay float so a loud voice over a loud bed cannot clip before it is
@@ -470,7 +474,7 @@ def dub_codec(cfg: MixSettings) -> list[str]:
 
 def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: str,
                 dest: Path | None, duration_s: float, ffmpeg: dict | None,
-                threads: int, encoded: Path | None = None) -> str:
+                threads: int, encoded: Path | None = None, meter: str = METER) -> str:
     """One streaming pass over the whole mix, measured by ``ebur128`` at its end.
 
     Writes ``dest`` (24-bit WAV, RF64 past 4 GB) and ``encoded`` (the same audio as the
@@ -483,7 +487,7 @@ def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: 
     if control is not None:
         args += ["-i", file_arg(control)]
     split = ",asplit=2[out][enc]" if encoded is not None else "[out]"
-    graph = mix_graph(cfg, control is not None, f"{tail},{METER}{split}")
+    graph = mix_graph(cfg, control is not None, f"{tail},{meter}{split}")
     args += ["-filter_complex_threads", str(threads), "-filter_complex", graph,
              "-map", "[out]"]
     if dest is None:
@@ -506,9 +510,10 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
 
     Pass 1 measures (ffmpeg's ``ebur128`` meter: the BS.1770 figures loudnorm's own
     measuring pass prints, about 15 times faster). If one constant gain reaches the target
-    with the true peak under the ceiling, pass 2 applies it: the textbook two-pass EBU
-    R128, with a plain ``volume`` (loudnorm's linear mode is the same gain, computed at
-    192 kHz for nothing).
+    with the peaks under the ceiling, pass 2 applies it: the textbook two-pass EBU R128,
+    with a plain ``volume`` (loudnorm's linear mode is the same gain, computed at 192 kHz
+    for nothing). Pass 1 reads sample peaks (SAMPLE_METER), so the written file's true
+    peak is checked, and a file over the ceiling goes to the limiter.
 
     Otherwise one gain would pass the ceiling, and a dynamic normaliser (loudnorm's other
     mode) would ride the gain on running measurements: the first minutes of a film drift
@@ -522,21 +527,21 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
 
     The last pass meters what it writes, so fit.json reports the file itself.
     """
-    def render(tail: str, write: bool) -> dict:
+    def render(tail: str, write: bool, meter: str = METER) -> dict:
         with contextlib.ExitStack() as files:
             tmp = files.enter_context(atomic_path(dest)) if write else None
             track = files.enter_context(atomic_path(encoded)) if write and encoded else None
             return ebur128_summary(ffmpeg_pass(source_wav, control, cfg, tail, tmp,
-                                               duration_s, ffmpeg, threads, track))
+                                               duration_s, ffmpeg, threads, track, meter))
 
-    measured = render("anull", write=False)
-    figures = {"input_i": measured["i"], "input_tp": measured["tp"],
+    measured = render("anull", write=False, meter=SAMPLE_METER)
+    figures = {"input_i": measured["i"], "input_peak": measured["tp"],
                "input_lra": measured["lra"]}
     if measured["i"] <= SILENCE_LUFS or not math.isfinite(measured["tp"]):
         log.warning("the mix for %s is silent (integrated loudness %s LUFS), so it is "
                     "written without loudness normalisation", dest, measured["i"])
         render("anull", write=True)
-        return {**figures, "input_i": None, "input_tp": None, "input_lra": None,
+        return {**figures, "input_i": None, "input_peak": None, "input_lra": None,
                 "output_i": None, "output_tp": None, "normalization": "skipped",
                 "gain_db": 0.0, "limited_db": 0.0}
     gain = cfg.target_lufs - measured["i"]
@@ -544,8 +549,12 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
     over = round(measured["tp"] + gain - _peak_target(cfg), 2)
     if over <= 0:
         output = render(f"volume={gain:.3f}dB", write=True)
-        return {**figures, "output_i": output["i"], "output_tp": output["tp"],
-                "normalization": "linear", "gain_db": gain, "limited_db": 0.0}
+        if output["tp"] <= cfg.true_peak_db:
+            return {**figures, "output_i": output["i"], "output_tp": output["tp"],
+                    "normalization": "linear", "gain_db": gain, "limited_db": 0.0}
+        over = output["tp"] - _peak_target(cfg)
+        log.info("at %+.1f dB gain the true peak is %.1f dBTP, over the %.1f ceiling",
+                 gain, output["tp"], cfg.true_peak_db)
     log.info("at %+.1f dB gain the peaks would pass the ceiling by %.1f dB; limiting them",
              gain, over)
     for rate in (cfg.sample_rate, TRUE_PEAK_RATE):
@@ -561,7 +570,7 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
                  TRUE_PEAK_RATE)
     return {**figures, "output_i": output["i"], "output_tp": output["tp"],
             "normalization": "limited", "gain_db": final_gain,
-            "limited_db": measured["tp"] + final_gain - _peak_target(cfg)}
+            "limited_db": over + final_gain - gain}
 
 
 def ebur128_summary(stderr: str) -> dict:

@@ -440,24 +440,38 @@ def test_dub_is_at_target_loudness_and_true_peak(speech_mix):
     assert lufs["normalization"] == "limited" and lufs["limited_db"] > 0
 
 
-def test_peaks_between_samples_are_limited_again_at_192_khz(tmp_path, caplog):
-    """A 12 kHz tone at 45 degrees has every sample 3 dB under its true peak: the limiter
-    at 48 kHz, which sees samples only, cannot hold it, and the file must still meet the
-    ceiling (redone at 192 kHz), with the log saying so."""
-    rate, seconds = 48000, 8.0
-    t = np.arange(int(rate * seconds)) / rate
+def clicks_between_samples(path: Path, click_s: float, rate: int = 48000) -> Path:
+    """Quiet noise with a 12 kHz click each second, at 45 degrees: every sample of a click
+    is 3 dB under its true peak, which only a 4x oversampled meter sees."""
+    t = np.arange(int(rate * 8.0)) / rate
     bed = 0.02 * np.random.default_rng(3).standard_normal(len(t))
-    bursts = (t % 1.0) < 0.005  # loud 5 ms clicks: high peaks, little loudness
-    bed[bursts] = 0.9 * np.sin(2 * np.pi * 12000 * t[bursts] + np.pi / 4)
-    source = tmp_path / "source.wav"
-    sf.write(source, np.stack([bed, bed], axis=1), rate, subtype="PCM_24")
-    tts = write_tts(tmp_path / "tts", [])
+    clicks = (t % 1.0) < click_s
+    bed[clicks] = 0.9 * np.sin(2 * np.pi * 12000 * t[clicks] + np.pi / 4)
+    sf.write(path, np.stack([bed, bed], axis=1), rate, subtype="PCM_24")
+    return path
+
+
+def test_peaks_between_samples_are_limited_again_at_192_khz(tmp_path, caplog):
+    """The limiter at 48 kHz sees samples only and cannot hold these clicks; the file
+    must still meet the ceiling (redone at 192 kHz), and the log says so."""
+    source = clicks_between_samples(tmp_path / "source.wav", 0.005)
     with caplog.at_level(logging.INFO, logger="mix"):
-        report, audio, out_rate = run_stage(tmp_path, source, tts)
+        report, audio, _ = run_stage(tmp_path, source, write_tts(tmp_path / "tts", []))
     assert "limiting again at 192000 Hz" in caplog.text
     assert report["loudness"]["normalization"] == "limited"
     assert report["loudness"]["output_tp"] <= -1.0
     assert true_peak_db(audio) <= -1.0  # (loudness: -18 LUFS; 8.7 dB of clicks limited)
+
+
+def test_one_gain_over_the_ceiling_between_samples_goes_to_the_limiter(tmp_path, caplog):
+    """Pass 1 reads sample peaks: here they allow one gain, the true peak does not. The
+    written file's true peak is checked, so the limiter still takes over."""
+    source = clicks_between_samples(tmp_path / "source.wav", 0.009)
+    with caplog.at_level(logging.INFO, logger="mix"):
+        report, audio, _ = run_stage(tmp_path, source, write_tts(tmp_path / "tts", []))
+    assert "over the -1.0 ceiling" in caplog.text
+    assert report["loudness"]["normalization"] == "limited"
+    assert true_peak_db(audio) <= -1.0
 
 
 def test_no_temporary_files_are_left_next_to_the_dub(speech_mix):
