@@ -512,6 +512,21 @@ def test_sped_up_lines_come_from_the_cache_the_second_time(speech_mix, tmp_path)
     assert np.array_equal(audio, speech_mix["audio"])
 
 
+def test_lines_at_another_rate_than_most_land_at_their_time(tmp_path):
+    """The control track runs at the rate of most lines (here 22.05 kHz); a 16 kHz line
+    is resampled on its own and must start where the others would."""
+    lines = [(1.0, 2.0, tone(0.8, 22050), 22050), (3.0, 4.0, tone(0.8, 16000), 16000),
+             (5.0, 6.0, tone(0.8, 22050), 22050)]
+    source = make_source(tmp_path / "source.wav", 7.0, bed="silence")
+    report, audio, rate = run_stage(tmp_path, source, write_tts(tmp_path / "tts", lines))
+    assert mix.voice_rate(json.loads((tmp_path / "tts" / "lines.json").read_text()),
+                          mix.settings({})) == 22050
+    env = voice_envelope(audio, rate)
+    for start, end, _, _ in lines:
+        assert abs(first_sound(env, start - 0.5, end, 0.1 * env.max()) - start) < 0.01
+    assert rate == 48000 and len(audio) == pytest.approx(7.0 * rate, abs=rate * 0.01)
+
+
 def test_surround_source_and_surround_dub(tmp_path):
     """A 5.1 source at 44.1 kHz: downmixed to a stereo dub, or kept 5.1 with the voice centred."""
     source = make_source(tmp_path / "source.wav", 8.0, layout="5.1", rate=44100, bed="noise",
