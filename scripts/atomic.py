@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,11 +49,16 @@ def remove_stale_temps(dest: str | os.PathLike[str]) -> list[Path]:
     ``dest`` again; Snakemake's directory lock guarantees no other job is writing it.
     """
     dest = Path(dest)
-    prefix = f".{dest.stem[:40]}."
+    stem = re.escape(dest.stem[:40])
+    # exactly the names atomic_path and the mix stage make for this output, nothing wider:
+    # out/ep.mkv's writer once took ".ep.report.x1.partial.html" for its own, and deleted
+    # it while the report job was writing it (so did out/ep.pt.ass and out/ep.pt.vtt)
+    ours = re.compile(rf"\.{stem}\.[a-z0-9_]{{8}}\.partial{re.escape(dest.suffix)}"
+                      rf"|\.{stem}\.partial-[a-z]+-[a-z0-9_]{{8}}")
     removed = []
     if dest.parent.is_dir():
         for path in dest.parent.iterdir():
-            if path.name.startswith(prefix) and ".partial" in path.name:
+            if ours.fullmatch(path.name):
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
                 else:

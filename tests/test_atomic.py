@@ -1,5 +1,8 @@
 """Atomic writes leave the old file or the complete new one, never a partial file."""
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from atomic import atomic_path, write_json, write_text
@@ -37,16 +40,39 @@ def test_empty_media_is_not_published(tmp_path):
     assert not dest.exists()
 
 
+def left_by_a_killed_writer(dest: Path) -> Path:
+    """A temp file named exactly as atomic_path names it for ``dest``, left behind."""
+    with pytest.raises(KeyboardInterrupt), atomic_path(dest) as tmp:
+        name = tmp.name
+        raise KeyboardInterrupt
+    left = dest.parent / name
+    left.write_bytes(b"half")
+    return left
+
+
 def test_temps_left_by_a_killed_writer_are_removed_before_the_next(tmp_path):
     from atomic import remove_stale_temps
 
     dest = tmp_path / "dub.wav"
-    left = [tmp_path / ".dub.k3j9.partial.wav", tmp_path / ".dub.partial-mix-abc"]
-    left[0].write_bytes(b"half")
-    left[1].mkdir()
+    left = [left_by_a_killed_writer(dest),
+            Path(tempfile.mkdtemp(prefix=".dub.partial-mix-", dir=tmp_path))]
     (left[1] / "control.wav").write_bytes(b"x")
-    keep = [tmp_path / "dub.wav.bak", tmp_path / ".dubbing.partial.wav", tmp_path / "fit.json"]
-    for path in keep:
+    keep = [tmp_path / "dub.wav.bak", tmp_path / ".dubbing.partial.wav", tmp_path / "fit.json",
+            left_by_a_killed_writer(tmp_path / "dub.mka")]  # same stem, another output
+    for path in keep[:3]:
         path.write_text("mine")
     assert sorted(remove_stale_temps(dest)) == sorted(left)
     assert not any(p.exists() for p in left) and all(p.exists() for p in keep)
+
+
+def test_stale_temps_of_one_output_never_include_another_jobs_files(tmp_path):
+    """mux (out/ep.mkv) starts while report, subtitles and subtitles_ass write theirs: a
+    wider match once deleted their temp files under them."""
+    from atomic import remove_stale_temps
+
+    busy = [left_by_a_killed_writer(tmp_path / name)
+            for name in ["ep.report.html", "ep.pt.vtt", "ep.pt.ass", "ep.en.srt"]]
+    ours = left_by_a_killed_writer(tmp_path / "ep.mkv")
+    assert remove_stale_temps(tmp_path / "ep.mkv") == [ours]
+    assert remove_stale_temps(tmp_path / "ep.pt.srt") == []
+    assert all(path.exists() for path in busy)
