@@ -26,7 +26,7 @@ models: setup
 # A generated demo video (synthetic picture + real Piper speech), dubbed end to end.
 demo: setup
 	$(PY) scripts/make_demo.py in/demo.mp4
-	$(SNAKEMAKE) -j$(JOBS) out/demo.mkv
+	$(SNAKEMAKE) -j$(JOBS) out/demo.mkv out/demo.report.html
 	$(PY) scripts/make_demo.py --check work/demo/transcript.json
 
 lint: setup
