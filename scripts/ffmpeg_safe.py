@@ -84,7 +84,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
 STDERR_TAIL_LINES = 20
 # More stderr is kept than shown: the line that explains a failure ("Invalid data found",
 # "matches no streams") can sit above a screenful of follow-up messages, and callers that
-# parse measurements from stderr (loudnorm, volumedetect print at the very end) need them.
+# parse measurements from stderr (ebur128, volumedetect print at the very end) need them.
 _STDERR_KEEP_LINES = 1000
 # First retry waits this long, each further retry twice as long. Kept small: a transient
 # failure that outlasts a few seconds is better left to Snakemake's own ``retries:``.
@@ -275,14 +275,15 @@ def _bundled_binary(name: str) -> tuple[str | None, str]:
 
 # What the stages ask ffmpeg for: a build without one of these fails late and obscurely.
 REQUIRED_ENCODERS = ("aac", "pcm_s16le", "pcm_s24le", "srt")
-REQUIRED_FILTERS = ("loudnorm", "aresample", "pan", "atempo", "volume", "amix")
+REQUIRED_FILTERS = ("ebur128", "alimiter", "aresample", "pan", "atempo", "volume", "amix",
+                    "amultiply", "channelsplit", "asplit")
 
 
 def check_capabilities(config: dict[str, Any] | None = None) -> dict[str, str]:
     """Preflight: both binaries resolve and ffmpeg has every encoder and filter we use.
 
     Run once when the DAG is built (about 50 ms), so a PATH ffmpeg built without AAC or
-    loudnorm stops the run before hours of transcription, naming what is missing.
+    the loudness meter stops the run before hours of transcription, naming what is missing.
     Returns the resolved binary paths.
     """
     cfg = settings(config)

@@ -116,12 +116,13 @@ def fake_ffmpeg(tmp_path: Path, filters: list[str]) -> str:
 
 
 def test_preflight_names_missing_ffmpeg_filters(tmp_path):
-    binary = fake_ffmpeg(tmp_path, ["aresample", "pan", "atempo", "volume", "amix"])
+    present = [name for name in ffmpeg_safe.REQUIRED_FILTERS if name != "ebur128"]
+    binary = fake_ffmpeg(tmp_path, present)
     config = {"ffmpeg": binary, "ffprobe": "auto", "timeout_per_media_s": 2.0,
               "min_timeout_s": 10, "retries": 0}
     with pytest.raises(FFmpegError) as error:
         ffmpeg_safe.check_capabilities(config)
-    assert "loudnorm (filter)" in str(error.value) and "ffmpeg.ffmpeg" in str(error.value)
+    assert "lacks ebur128 (filter)," in str(error.value) and "ffmpeg.ffmpeg" in str(error.value)
 
 
 def test_preflight_accepts_the_installed_ffmpeg():
