@@ -19,8 +19,9 @@ How, and why this way:
 3. One ffmpeg graph does the rest while streaming: the source is resampled and downmixed
    to the dub layout, multiplied by the envelope and the voice is added. Pass 1 measures
    it (EBU R128), pass 2 writes it with the one gain that reaches the target, or, when
-   that gain would push the true peak past the ceiling, through a peak limiter with the
-   gain corrected by one more measuring pass (see :func:`render_normalised`).
+   that gain would push the true peak past the ceiling, through a peak limiter, written
+   once more with the gain corrected if it misses the target (see
+   :func:`render_normalised`).
 
 Ducking follows the line timings instead of a sidechain compressor: the depth is exactly
 ``duck_db`` whatever the voice's level, the bed does not pump back up in the pauses between
@@ -275,12 +276,13 @@ def sped_up(wav: Path, placement: fit.Placement, workdir: Path, ffmpeg: dict | N
         cached = tempo_cache / digest[:2] / f"{digest}.wav"
         if cached.is_file():
             return cached
-    with atomic_path(cached or workdir / "tempo.wav") as tmp:
+    dest = cached or workdir / "tempo.wav"  # lines are prepared one at a time
+    with atomic_path(dest) as tmp:
         run_ffmpeg(
             ["-i", file_arg(wav), "-af", tempo, "-c:a", "pcm_f32le", file_arg(tmp)],
             stage=STAGE, path=wav, config=ffmpeg, media_duration_s=placement.natural_s,
         )
-    return cached or workdir / "tempo.wav"
+    return dest
 
 
 #: Whether each configured ffmpeg has rubberband (asked once per process and binary).
@@ -560,7 +562,7 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
         log.warning("the mix for %s is silent (integrated loudness %s LUFS), so it is "
                     "written without loudness normalisation", dest, measured["i"])
         render("anull", write=True)
-        return {**figures, "input_i": None, "input_peak": None, "input_lra": None,
+        return {"input_i": None, "input_peak": None, "input_lra": None,
                 "output_i": None, "output_tp": None, "normalization": "skipped",
                 "gain_db": 0.0, "limited_db": 0.0}
     gain = cfg.target_lufs - measured["i"]
@@ -613,10 +615,6 @@ def ebur128_summary(stderr: str) -> dict:
 
 def _peak_target(cfg: MixSettings) -> float:
     return max(-9.0, cfg.true_peak_db - TP_MARGIN_DB)
-
-
-def _clamp(value: float, low: float, high: float) -> float:
-    return min(high, max(low, value))
 
 
 def _rounded(value: object) -> float | None:

@@ -33,7 +33,7 @@ class Track:
 def language_of(path: str | Path) -> str:
     """out/{name}.{lang}.srt or work/{name}/{lang}/dub.mka -> lang (names may contain dots)."""
     path = Path(path)
-    if path.name in ("dub.mka", "dub.wav"):
+    if path.name == "dub.mka":
         return path.parent.name
     return path.name.rsplit(".", 2)[-2]
 
