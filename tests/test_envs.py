@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import re
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -75,3 +76,99 @@ def test_every_rule_names_an_env_file_that_exists():
             assert (ROOT / env).is_file(), f"{smk.name}: {env}"
         rules += len(names)
     assert rules >= 9
+
+
+# Modules a script may import that its env need not list, each with the reason.
+PROVIDED = {
+    "snakemake": "the running Snakemake puts its own package on the script's sys.path",
+    "TTS": "Coqui voices: the optional [coqui] extra, imported only when configured",
+}
+# Modules one env need not list: imported only on an optional path, with the reason.
+OPTIONAL_IN_ENV = {
+    ("envs/tts.yaml", "torch"): "only Coqui voices import it, and the [coqui] extra brings it",
+}
+
+
+def rule_scripts() -> list[tuple[str, str, str]]:
+    """(rule, env file, script file) for every rule, read from the rule files."""
+    found = []
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        blocks = re.split(r"^(?=(?:rule|checkpoint) )", smk.read_text(), flags=re.M)
+        for block in blocks:
+            name = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            env = re.search(r"conda:\n\s+\"\.\./(envs/[\w.]+)\"", block)
+            script = re.search(r"script:\n\s+\"\.\./(scripts/[\w.]+)\"", block)
+            if name and env and script:
+                found.append((name.group(1), env.group(1), script.group(1)))
+    return found
+
+
+def imported_modules(script: Path) -> set[str]:
+    """Top-level names of every module the script imports, following imports of other
+    modules in scripts/ (at any depth, and inside functions: they run in the job too)."""
+    import ast
+    import sys
+
+    local = {p.stem for p in (ROOT / "scripts").glob("*.py")}
+    seen, todo, external = set(), [script.stem], set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        tree = ast.parse((ROOT / "scripts" / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top in local:
+                    todo.append(top)
+                elif top not in sys.stdlib_module_names and top != "__future__":
+                    external.add(top)
+    return external
+
+
+@pytest.mark.parametrize("rule, env, script", rule_scripts(), ids=lambda v: str(v))
+def test_each_rule_env_lists_every_package_its_script_imports(rule, env, script):
+    """conda cannot build the envs here, so this is what stands between an env file and a
+    job that dies on ModuleNotFoundError on a cluster (speech.yaml once lacked pycountry)."""
+    distributions = metadata.packages_distributions()
+    conda, pip = env_pins(ROOT / env)
+    installed = installed_with(set(pip)) | {normal(name) for name in conda}
+    missing = []
+    optional = {module for (file, module) in OPTIONAL_IN_ENV if file == env}
+    for module in sorted(imported_modules(ROOT / script) - set(PROVIDED) - optional):
+        owners = {normal(d) for d in distributions.get(module, [])}
+        assert owners, f"{script} imports {module}, which no installed package provides"
+        if not owners & installed:
+            missing.append(f"{module} (package {' or '.join(sorted(owners))})")
+    assert not missing, f"rule {rule}: {env} lacks {', '.join(missing)}, imported by {script}"
+
+
+def normal(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_with(listed: set[str]) -> set[str]:
+    """The listed packages and everything pip installs with them (their requirements,
+    recursively, without extras): what the built env really holds."""
+    todo, seen = [normal(name) for name in listed], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requirements = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for requirement in requirements:
+            if "extra ==" in requirement:
+                continue
+            todo.append(normal(re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)))
+    return seen

@@ -351,7 +351,7 @@ def test_garbage_whisper_model_is_refused_before_any_job(tmp_path, speech_video)
 def test_whisper_model_header_check(tmp_path, weights, problem):
     """The same preflight check as above, without the CLI, for the other kinds of damage."""
     from errors import ModelError
-    from settings import check_whisper_model
+    from whisper_model import check_whisper_model
 
     model = broken_model(tmp_path / "whisper-broken", weights)
     with pytest.raises(ModelError) as caught:

@@ -7,6 +7,7 @@ import yaml
 
 import settings
 from errors import ConfigError, InputError, ModelError
+from whisper_model import check_whisper_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -142,12 +143,12 @@ def test_sheet_row_with_missing_file():
 
 def test_missing_model_folder_says_how_to_install(tmp_path):
     with pytest.raises(ModelError) as caught:
-        settings.check_whisper_model(tmp_path / "nope")
+        check_whisper_model(tmp_path / "nope")
     assert "asr.model" in str(caught.value) and "make setup" in str(caught.value)
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text("{}")
     with pytest.raises(ModelError, match="lacks model.bin, tokenizer.json"):
-        settings.check_whisper_model(tmp_path / "half")
+        check_whisper_model(tmp_path / "half")
 
 
 def test_relative_model_path_falls_back_to_the_workflow_folder(tmp_path, monkeypatch):
