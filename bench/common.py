@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("DUBFLOW_BENCH_CACHE", "~/.cache/dubflow-bench")).expanduser()
-for folder in ("scripts", "tests"):
+for folder in ("workflow/scripts", "tools", "tests"):
     if str(ROOT / folder) not in sys.path:
         sys.path.insert(0, str(ROOT / folder))
 
@@ -64,7 +64,7 @@ def conversation_video(minutes: float, voices=("joe", "espeak_f3"),
 
 
 def media_duration(video: Path) -> float:
-    from ffmpeg_safe import probe
+    from dubflow.ffmpeg_safe import probe
 
     return probe(video, stage="bench").duration_s
 
@@ -74,7 +74,7 @@ def media_duration(video: Path) -> float:
 # ---------------------------------------------------------------------------------------
 
 
-WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "config", "profiles", "envs", "report")
+WORKFLOW_FILES = ("workflow", "config", "profiles")
 
 
 def prepare_workdir(workdir: Path, samples: dict[str, Path], config: dict | None = None,
@@ -89,7 +89,7 @@ def prepare_workdir(workdir: Path, samples: dict[str, Path], config: dict | None
     caches (``cache/``, relative to the working folder by default), so a run is cold.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    snapshot = workdir / "workflow"
+    snapshot = workdir / "dubflow"
     shutil.rmtree(snapshot, ignore_errors=True)
     snapshot.mkdir()
     for item in WORKFLOW_FILES:
@@ -146,8 +146,8 @@ class Run:
 
 
 def snakemake(workdir: Path, *args: str, sample: bool = True, log: Path | None = None) -> Run:
-    """``python -m snakemake -s workflow/Snakefile --configfile bench.yaml ARGS`` in workdir."""
-    command = [sys.executable, "-m", "snakemake", "--snakefile", "workflow/Snakefile",
+    """``python -m snakemake -s dubflow/workflow/Snakefile --configfile bench.yaml ARGS`` in workdir."""
+    command = [sys.executable, "-m", "snakemake", "--snakefile", "dubflow/workflow/Snakefile",
                "--configfile", "bench.yaml", *args]
     started, clock = time.time(), time.monotonic()
     before, machine, own = (resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu(),
@@ -370,7 +370,7 @@ def threads_table(jobs: dict[int, JobProcess], threads_of: dict[str, int]) -> li
 def rule_threads(cores: int) -> dict[str, int]:
     """script name -> threads its job gets: the rule's ``threads:``, capped by the cores."""
     found = {}
-    for smk in sorted((ROOT / "rules").glob("*.smk")):
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
         for body in re.split(r"^(?:rule|checkpoint) ", smk.read_text(), flags=re.M)[1:]:
             script = re.search(r'scripts/(\w+)\.py"', body)
             threads = re.search(r"^\s+threads:\s*(\d+)", body, re.M)

@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
 import numpy as np
 import soundfile as sf
 
-from ffmpeg_safe import file_arg, run_ffmpeg
+from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
 
 LINE_EVERY_S = 6.0
 VOICE_RATE = 22050

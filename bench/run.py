@@ -255,7 +255,7 @@ def print_quality(reference: list[dict], work: Path) -> None:
     from pyannote.core import Annotation, Segment
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    from rttm import read_rttm
+    from dubflow.rttm import read_rttm
 
     ref, hyp = Annotation(), Annotation()
     for turn in reference:

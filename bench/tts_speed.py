@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conversation import LINES  # noqa: E402
@@ -65,13 +65,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from rule_runner import limit_threads
+    from dubflow.rule_runner import limit_threads
 
     limit_threads(args.threads)
     import synthesize
-    import tts_backends
-    import voices
-
+    from dubflow import tts_backends
+    from dubflow import voices
     # Load the voice the way the stage does (cached per process), so "cold" below is
     # synthesis only; a job pays the load once.
     joe = voices.resolve("piper:joe", voices.settings({}), "en", "bench")

@@ -23,7 +23,7 @@ def pytest_sessionstart(session):
     """The models are built by `make setup`; build them here too so plain pytest works."""
     if not (BASE / "model.bin").is_file() or not (TINY_EN / "model.bin").is_file():
         subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "setup_models.py"), "--models-dir", str(MODELS)],
+            [sys.executable, str(ROOT / "tools" / "setup_models.py"), "--models-dir", str(MODELS)],
             check=True,
         )
 

@@ -21,7 +21,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from demo_media import speak as piper_speak
-from tts_backends import ESpeakLibrary, espeak_library
+from dubflow.tts_backends import ESpeakLibrary, espeak_library
 
 SAMPLE_RATE = 16_000
 
@@ -172,7 +172,7 @@ def reference_rttm_lines(turns: list[RefTurn], uri: str) -> list[str]:
     ]
 
 
-if __name__ == "__main__":  # listen: PYTHONPATH=scripts python tests/conversation.py out.wav
+if __name__ == "__main__":  # listen: PYTHONPATH=workflow/scripts python tests/conversation.py out.wav
     import sys
 
     audio, turns = conversation(round_robin(list(VOICES[:3])))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from atomic import atomic_path, write_json, write_text
+from dubflow.atomic import atomic_path, write_json, write_text
 
 
 def test_success_replaces_and_leaves_no_temp(tmp_path):
@@ -51,7 +51,7 @@ def left_by_a_killed_writer(dest: Path) -> Path:
 
 
 def test_temps_left_by_a_killed_writer_are_removed_before_the_next(tmp_path):
-    from atomic import remove_stale_temps
+    from dubflow.atomic import remove_stale_temps
 
     dest = tmp_path / "dub.wav"
     left = [left_by_a_killed_writer(dest),
@@ -68,7 +68,7 @@ def test_temps_left_by_a_killed_writer_are_removed_before_the_next(tmp_path):
 def test_stale_temps_of_one_output_never_include_another_jobs_files(tmp_path):
     """mux (out/ep.mkv) starts while report, subtitles and subtitles_ass write theirs: a
     wider match once deleted their temp files under them."""
-    from atomic import remove_stale_temps
+    from dubflow.atomic import remove_stale_temps
 
     busy = [left_by_a_killed_writer(tmp_path / name)
             for name in ["ep.report.html", "ep.pt.vtt", "ep.pt.ass", "ep.en.srt"]]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from extract import extract
-from ffmpeg_safe import file_arg, probe, run_ffmpeg
+from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
 from mux import mux
 from subtitles import run as write_subtitles
 

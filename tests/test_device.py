@@ -2,8 +2,10 @@
 
 import pytest
 
-from device import cuda_devices, resolve_device
-from errors import ConfigError
+from dubflow.device import cuda_devices, resolve_device
+from dubflow.errors import ConfigError
+
+pytestmark = pytest.mark.model  # loads Whisper
 
 
 def test_cpu_and_auto_without_a_gpu():

@@ -17,10 +17,13 @@ import pytest
 
 import conversation
 import diarize
-from errors import ConfigError, InputError, ModelError
+from dubflow.errors import ConfigError, InputError, ModelError
 
 # Our references and hypotheses cover the whole file, so the approximated UEM is exact.
-pytestmark = pytest.mark.filterwarnings("ignore:'uem' was approximated:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:'uem' was approximated:UserWarning"),
+    pytest.mark.model,  # loads the diarization models
+]
 
 THREE_VOICES = ["joe", "joe_high", "espeak_f3"]
 THREADS = 2

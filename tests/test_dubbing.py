@@ -18,7 +18,7 @@ import soundfile as sf
 from conftest import BASE
 from conversation import LINES, conversation, write_wav
 from demo_media import make_video, word_error_rate
-from ffmpeg_safe import file_arg, probe, run_ffmpeg
+from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
 from test_workflow import job_counts, make_workspace, snakemake
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,8 @@ import yaml
 
 from conftest import ROOT
 
-ENV_FILES = sorted((ROOT / "envs").glob("*.yaml"))
+WORKFLOW = ROOT / "workflow"
+ENV_FILES = sorted((WORKFLOW / "envs").glob("*.yaml"))
 
 
 def pyproject_pins() -> dict[str, str]:
@@ -67,13 +68,13 @@ def test_media_envs_pin_ffmpeg():
 
 def test_every_rule_names_an_env_file_that_exists():
     rules = 0
-    for smk in (ROOT / "rules").glob("*.smk"):
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
         text = smk.read_text()
         names = re.findall(r"^(?:rule|checkpoint) (\w+):", text, re.M)
         envs = re.findall(r"conda:\n\s+\"\.\./(envs/[\w.]+)\"", text)
         assert len(envs) == len([n for n in names if n != "all"]), smk.name
         for env in envs:
-            assert (ROOT / env).is_file(), f"{smk.name}: {env}"
+            assert (WORKFLOW / env).is_file(), f"{smk.name}: {env}"
         rules += len(names)
     assert rules >= 9
 
@@ -92,7 +93,7 @@ OPTIONAL_IN_ENV = {
 def rule_scripts() -> list[tuple[str, str, str]]:
     """(rule, env file, script file) for every rule, read from the rule files."""
     found = []
-    for smk in sorted((ROOT / "rules").glob("*.smk")):
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
         blocks = re.split(r"^(?=(?:rule|checkpoint) )", smk.read_text(), flags=re.M)
         for block in blocks:
             name = re.match(r"(?:rule|checkpoint) (\w+):", block)
@@ -103,32 +104,35 @@ def rule_scripts() -> list[tuple[str, str, str]]:
     return found
 
 
-def imported_modules(script: Path) -> set[str]:
-    """Top-level names of every module the script imports, following imports of other
-    modules in scripts/ (at any depth, and inside functions: they run in the job too)."""
+def imported_modules(script: str) -> set[str]:
+    """Top-level names of every module the script imports, following imports of the stage
+    scripts and the dubflow package in workflow/scripts/ (at any depth, and inside
+    functions: they run in the job too)."""
     import ast
     import sys
 
-    local = {p.stem for p in (ROOT / "scripts").glob("*.py")}
-    seen, todo, external = set(), [script.stem], set()
+    scripts = WORKFLOW / "scripts"
+    local = {p.stem: p for p in scripts.glob("*.py")}
+    local |= {f"dubflow.{p.stem}": p for p in (scripts / "dubflow").glob("*.py")}
+    seen, todo, external = set(), [Path(script).stem], set()
     while todo:
         module = todo.pop()
         if module in seen:
             continue
         seen.add(module)
-        tree = ast.parse((ROOT / "scripts" / f"{module}.py").read_text())
-        for node in ast.walk(tree):
+        for node in ast.walk(ast.parse(local[module].read_text())):
             names = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names = [node.module]
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             for name in names:
-                top = name.split(".")[0]
-                if top in local:
-                    todo.append(top)
-                elif top not in sys.stdlib_module_names and top != "__future__":
-                    external.add(top)
+                if name in local:
+                    todo.append(name)
+                elif name.split(".")[0] not in {"dubflow", *local}:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top != "__future__":
+                        external.add(top)
     return external
 
 
@@ -137,11 +141,11 @@ def test_each_rule_env_lists_every_package_its_script_imports(rule, env, script)
     """conda cannot build the envs here, so this is what stands between an env file and a
     job that dies on ModuleNotFoundError on a cluster (speech.yaml once lacked pycountry)."""
     distributions = metadata.packages_distributions()
-    conda, pip = env_pins(ROOT / env)
+    conda, pip = env_pins(WORKFLOW / env)
     installed = installed_with(set(pip)) | {normal(name) for name in conda}
     missing = []
     optional = {module for (file, module) in OPTIONAL_IN_ENV if file == env}
-    for module in sorted(imported_modules(ROOT / script) - set(PROVIDED) - optional):
+    for module in sorted(imported_modules(script) - set(PROVIDED) - optional):
         owners = {normal(d) for d in distributions.get(module, [])}
         assert owners, f"{script} imports {module}, which no installed package provides"
         if not owners & installed:

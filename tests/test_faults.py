@@ -33,8 +33,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TINY_EN
-from ffmpeg_safe import file_arg, probe, run_ffmpeg
+from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
 from test_workflow import make_workspace
+
+pytestmark = pytest.mark.model  # starts Snakemake
 
 # A plausible Hugging Face token (hf_ + 34 letters/digits); never a real one.
 TOKEN = "hf_" + "FaKeT0kEn" * 3 + "zX9q4bW"
@@ -50,7 +52,7 @@ ODD_PATH = "-odd #3 `touch pwned-path`; $(touch pwned-path2) 'x'.mp4"
 
 
 def snakemake_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
             "--configfile", "config.yaml", "--cores", "2", *args]
 
 
@@ -350,8 +352,8 @@ def test_garbage_whisper_model_is_refused_before_any_job(tmp_path, speech_video)
 )
 def test_whisper_model_header_check(tmp_path, weights, problem):
     """The same preflight check as above, without the CLI, for the other kinds of damage."""
-    from errors import ModelError
-    from whisper_model import check_whisper_model
+    from dubflow.errors import ModelError
+    from dubflow.whisper_model import check_whisper_model
 
     model = broken_model(tmp_path / "whisper-broken", weights)
     with pytest.raises(ModelError) as caught:
@@ -411,13 +413,13 @@ def test_bad_samples_sheet_stops_the_dry_run(tmp_path, speech_video, problem):
 @pytest.mark.parametrize("problem", sorted(SHEET_PROBLEMS))
 def test_samples_sheet_problems_are_one_sentence(tmp_path, problem):
     """Every kind of sheet problem, through the loader the CLI runs (two of them above)."""
-    from errors import InputError
-    from settings import read_sheet
+    from dubflow.errors import InputError
+    from dubflow.settings import read_sheet
 
     rows, expected = SHEET_PROBLEMS[problem]
     sheet = with_sheet(tmp_path, rows) / "samples.tsv"
     with pytest.raises(InputError) as caught:
-        read_sheet(sheet, ROOT / "config" / "samples.schema.yaml")
+        read_sheet(sheet, ROOT / "workflow" / "schemas" / "samples.schema.yaml")
     message = str(caught.value)
     assert "\n" not in message and str(sheet) in message
     for piece in expected:
@@ -427,7 +429,7 @@ def test_samples_sheet_problems_are_one_sentence(tmp_path, problem):
 def test_sheet_layout_quirks_keep_every_cell_in_its_column(tmp_path):
     """A '#' inside a path is data, not a comment; comment lines (indented too), blank
     lines, a byte-order mark and a spreadsheet's trailing tabs change nothing."""
-    from settings import read_sheet
+    from dubflow.settings import read_sheet
 
     sheet = tmp_path / "samples.tsv"
     sheet.write_text("\ufeffname\tpath\tspeakers\t\n"
@@ -436,7 +438,7 @@ def test_sheet_layout_quirks_keep_every_cell_in_its_column(tmp_path):
                      "\n"
                      "ep1\tin/Episode #1.mp4\t2\t\t\n"
                      "ep2\tin/ep2.mp4\n", encoding="utf-8")
-    samples = read_sheet(sheet, ROOT / "config" / "samples.schema.yaml")
+    samples = read_sheet(sheet, ROOT / "workflow" / "schemas" / "samples.schema.yaml")
     assert [(s.name, s.path, s.overrides) for s in samples.values()] == [
         ("ep1", "in/Episode #1.mp4", {"speakers": 2}), ("ep2", "in/ep2.mp4", {})]
 
@@ -448,13 +450,13 @@ def test_sheet_layout_quirks_keep_every_cell_in_its_column(tmp_path):
     ('name\tpath\nep\t"in/ep.mp4\n', ["cannot be read", "double quote"]),
 ])
 def test_sheet_cells_that_fit_no_column_are_refused(tmp_path, text, expected):
-    from errors import InputError
-    from settings import read_sheet
+    from dubflow.errors import InputError
+    from dubflow.settings import read_sheet
 
     sheet = tmp_path / "samples.tsv"
     sheet.write_text(text, encoding="utf-8")
     with pytest.raises(InputError) as caught:
-        read_sheet(sheet, ROOT / "config" / "samples.schema.yaml")
+        read_sheet(sheet, ROOT / "workflow" / "schemas" / "samples.schema.yaml")
     for piece in expected:
         assert piece in str(caught.value), str(caught.value)
 
@@ -463,13 +465,13 @@ def test_safe_sheet_names_pass(tmp_path):
     """Unicode letters (composed or not), marks, digits, space and . _ - ' are fine."""
     import unicodedata
 
-    from settings import read_sheet
+    from dubflow.settings import read_sheet
 
     names = ["ep01", "it's ep 1", "Amélie_2.final", unicodedata.normalize("NFD", "Amélie"),
              "नमस्ते", "第1話", "x..y"]
     sheet = with_sheet(tmp_path, [HEADER, *[[n, f"-odd `{i}`; $(x).mp4"]
                                             for i, n in enumerate(names)]]) / "samples.tsv"
-    samples = read_sheet(sheet, ROOT / "config" / "samples.schema.yaml")
+    samples = read_sheet(sheet, ROOT / "workflow" / "schemas" / "samples.schema.yaml")
     assert list(samples) == names
 
 
@@ -534,16 +536,22 @@ def test_readme_tells_how_to_recover_from_a_stale_lock():
 
 @pytest.mark.slow
 def test_each_kill_hit_its_stage_and_left_no_process(killed):
+    """Each kill came while its stage ran (read from that run's own log, not from which
+    files happen to exist: how far the other parallel jobs got depends on the machine)."""
     ws, record = killed
     states = record["states"]
+    runs = [jobs_of(text) for text in record["runs"]]
+    (started0, finished0), (started1, finished1), (started2, finished2) = runs[:3]
+    rules = lambda jobs: {rule for rule, _ in jobs}  # noqa: E731
+    assert "extract" in rules(finished0) and "diarize" in rules(started0)
+    assert "transcribe" in rules(started1) - rules(finished1)
+    assert "mix" in rules(started2) - rules(finished2)
     work = "work/ep/"
     assert {work + "audio.wav", work + "source.wav"} <= states["extract finished"]
-    assert work + "speakers.rttm" not in states["extract finished"]
-    assert work + "speakers.rttm" in states["transcribe"]
-    assert work + "transcript.json" not in states["transcribe"]
-    assert work + "pt/tts/lines.json" in states["mix"]
     assert work + "pt/dub.wav" not in states["mix"]
     assert any(".partial" in p for p in states["mix"])  # killed mid-write
+    assert not any(p == "out/ep.mkv" or (p.startswith("out/") and "partial" in p)
+                   for point in states for p in states[point])
     assert record["leftover_processes"] == {point: [] for point in states}
 
 
@@ -559,8 +567,13 @@ def test_resume_redoes_only_the_jobs_that_had_not_finished(killed):
         done.update(finished)
     assert set(done.values()) == {1}
     rules = collections.Counter(rule for rule, _ in done)
-    assert rules == {"extract": 1, "diarize": 1, "transcribe": 1, "translate": 1,
-                     "synthesize": 1, "mix": 1, "subtitles": 2, "mux": 1}, rules
+    # A short job (subtitles) can end in the instant of a kill, before Snakemake logs
+    # "Finished": its output is complete and no later run redoes it, so it is counted
+    # at most, not exactly, once. Every other stage is long enough to be seen.
+    assert {r: n for r, n in rules.items() if r != "subtitles"} == {
+        "extract": 1, "diarize": 1, "transcribe": 1, "translate": 1, "synthesize": 1,
+        "mix": 1, "mux": 1}, rules
+    assert 1 <= rules["subtitles"] <= 2, rules
 
 
 def same_sound(a: Path, b: Path) -> bool:

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import ffmpeg_needs
-import ffmpeg_safe
-from errors import FFmpegError
+from dubflow import ffmpeg_needs
+from dubflow import ffmpeg_safe
+from dubflow.errors import FFmpegError
 
 DISTRO_FFMPEG = Path("/usr/bin/ffmpeg")
 DISTRO_FFPROBE = Path("/usr/bin/ffprobe")
@@ -122,6 +122,7 @@ def test_preflight_refuses_an_option_the_pinned_build_lacks():
     assert len(sentence.splitlines()) == 1
 
 
+@pytest.mark.model
 def test_preflight_refuses_a_value_the_distribution_build_lacks():
     """ebur128's framelog=quiet, which broke the mix on Debian 12, is refused at preflight
     with the binary, its version, what it lacks and the fix."""
@@ -146,6 +147,7 @@ def test_preflight_refuses_a_binary_older_than_the_minimum(tmp_path):
         ffmpeg_safe.check_capabilities({"ffmpeg": str(old)})
 
 
+@pytest.mark.model
 def test_the_distribution_build_passes_preflight_with_the_options_the_stages_use():
     """The stages use options ffmpeg 5.1 has, so a Debian 12 machine can use its own."""
     distro = distro_ffmpeg()
@@ -154,10 +156,11 @@ def test_the_distribution_build_passes_preflight_with_the_options_the_stages_use
     assert found["ffmpeg"] == str(distro)
 
 
+@pytest.mark.model
 def test_verify_names_a_distribution_binary_that_lacks_a_need(tmp_path, capsys, monkeypatch):
     """`make verify` with the distribution binary configured, when a stage needs an option
     it lacks: exit 1, the binary named."""
-    import verify_runtime
+    import verify
 
     distro = distro_ffmpeg()
     needs = with_need("filter", "ebur128", "framelog", {"verbose", "quiet"})
@@ -165,13 +168,14 @@ def test_verify_names_a_distribution_binary_that_lacks_a_need(tmp_path, capsys, 
     extra = tmp_path / "distro.yaml"
     extra.write_text(yaml.safe_dump({"ffmpeg": {"ffmpeg": str(distro),
                                                 "ffprobe": str(DISTRO_FFPROBE)}}))
-    status = verify_runtime.main(["--configfile", str(extra)])
+    status = verify.main(["--configfile", str(extra)])
     out = capsys.readouterr().out
     assert status == 1
     assert f"FAIL  ffmpeg                 The ffmpeg at {distro}" in out
     assert "framelog=quiet" in out
 
 
+@pytest.mark.model
 def test_verify_runs_every_graph_with_the_distribution_binary(tmp_path):
     import mix
 

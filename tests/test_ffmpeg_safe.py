@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-import ffmpeg_safe
-from errors import ConfigError, FFmpegError, InputError
-from ffmpeg_safe import (
+from dubflow import ffmpeg_safe
+from dubflow.errors import ConfigError, FFmpegError, InputError
+from dubflow.ffmpeg_safe import (
     FFmpegInputError,
     file_arg,
     probe,
@@ -35,7 +35,7 @@ from ffmpeg_safe import (
     timeout_for,
 )
 
-SCRIPTS = Path(ffmpeg_safe.__file__).resolve().parent
+SCRIPTS = Path(ffmpeg_safe.__file__).resolve().parents[1]  # workflow/scripts
 
 # --------------------------------------------------------------------------------------
 # helpers
@@ -214,7 +214,7 @@ def test_runner_death_takes_ffmpeg_with_it(tmp_path: Path) -> None:
     """ffmpeg runs in its own session, so it must not outlive a killed Snakemake job."""
     pid_file = tmp_path / "leader.pid"
     fake = fake_binary(tmp_path / "ffmpeg", f'echo $$ > "{pid_file}"\nexec sleep 60\n')
-    code = ("import ffmpeg_safe\n"
+    code = ("from dubflow import ffmpeg_safe\n"
             f"ffmpeg_safe.run_ffmpeg(['-version'], stage='t', path=None,"
             f" config={{'ffmpeg': {str(fake)!r}}})\n")
     runner = subprocess.Popen([sys.executable, "-c", code],
@@ -376,7 +376,7 @@ def test_awkward_file_names_work_as_input_and_output(tmp_path: Path, clip: Path,
     assert info.has_audio and len(info.video_streams) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", name])
     assert [p.name for p in (tmp_path / "out").iterdir()] == [name]
-    assert not Path(SCRIPTS.parent / "pwned").exists()
+    assert not Path(SCRIPTS.parents[1] / "pwned").exists()
 
 
 def test_file_arg_is_absolute_and_refuses_line_breaks(tmp_path: Path) -> None:
@@ -422,7 +422,7 @@ def test_progress_reports_increasing_times(tmp_path: Path, caplog) -> None:
             "-f", "lavfi", "-i", "sine=duration=10", "-vf", "realtime=speed=20",
             "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac",
             file_arg(tmp_path / "ten.mp4")]
-    with caplog.at_level(logging.INFO, logger="ffmpeg_safe"):
+    with caplog.at_level(logging.INFO, logger="dubflow.ffmpeg_safe"):
         run_ffmpeg(args, stage="mix", path="ten.mp4", media_duration_s=10, progress=seen.append)
     assert len(seen) >= 3, seen
     assert all(a < b for a, b in itertools.pairwise(seen)), seen

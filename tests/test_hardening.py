@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-import batch
-import ffmpeg_needs
-import ffmpeg_safe
-import redaction
-import settings
-from errors import ConfigError, FFmpegError
+from dubflow import batch
+from dubflow import ffmpeg_needs
+from dubflow import ffmpeg_safe
+from dubflow import redaction
+from dubflow import settings
+from dubflow.errors import ConfigError, FFmpegError
 
 TOKEN = "hf_sEcReT0123456789abcdef"
 
@@ -138,14 +138,15 @@ def test_unwritable_output_folder_is_refused_before_any_job(tmp_path, monkeypatc
     settings.check_writable(("work", "logs"))  # folders that do not exist yet are fine
 
 
+@pytest.mark.model
 def test_verify_runtime_lists_what_is_wrong_and_exits_non_zero(tmp_path, capsys):
     """`make verify` on a machine whose ASR model folder is missing."""
-    import verify_runtime
+    import verify
 
     broken = tmp_path / "whisper-missing"
     extra = tmp_path / "extra.yaml"
     extra.write_text(yaml.safe_dump({"asr": {"model": str(broken)}}))
-    status = verify_runtime.main(["--configfile", str(extra)])
+    status = verify.main(["--configfile", str(extra)])
     out = capsys.readouterr().out
     assert status == 1
     assert "FAIL  asr" in out and "make setup" in out and str(broken) in out

@@ -1,6 +1,6 @@
 import pytest
 
-from languages import iso639_2, language_name
+from dubflow.languages import iso639_2, language_name
 
 
 @pytest.mark.parametrize("code, tag", [("en", "eng"), ("pt", "por"), ("de", "ger"),

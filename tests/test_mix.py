@@ -20,10 +20,10 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
-import fit
+from dubflow import fit
 import mix
-from errors import ConfigError, InputError
-from ffmpeg_safe import file_arg, probe, run_ffmpeg
+from dubflow.errors import ConfigError, InputError
+from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
 
 BED_HZ = 60.0  # below a male voice's pitch, so the bed can be measured under speech
 RATE = 48_000

@@ -2,12 +2,12 @@
 
 import logging
 
-from progress import Progress
+from dubflow.progress import Progress
 
 
 def test_progress_logs_share_and_time_left_at_most_every_interval(caplog, monkeypatch):
     clock = iter([0.0, 5.0, 20.0, 25.0, 40.0])
-    monkeypatch.setattr("progress.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("dubflow.progress.time.monotonic", lambda: next(clock))
     progress = Progress(600, "transcribed", " s of audio", every_s=15,
                         logger=logging.getLogger("t"))
     with caplog.at_level(logging.INFO):

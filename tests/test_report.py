@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import report
-from errors import InputError
+from dubflow.errors import InputError
 
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 WORDS = ["the", "train", "leaves", "at", "nine", "and", "we", "should", "not", "miss", "it",

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-import settings
-from errors import ConfigError, InputError, ModelError
-from whisper_model import check_whisper_model
+from dubflow import settings
+from dubflow.errors import ConfigError, InputError, ModelError
+from dubflow.whisper_model import check_whisper_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "config" / "schema.yaml"
-SHEET_SCHEMA = ROOT / "config" / "samples.schema.yaml"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SHEET_SCHEMA = ROOT / "workflow" / "schemas" / "samples.schema.yaml"
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ def test_readme_documents_every_config_key():
 
     from conftest import ROOT
 
-    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
 
     def leaves(node, prefix=""):
         properties = node.get("properties") if isinstance(node, dict) else None

@@ -1,7 +1,7 @@
 """Word-level speaker labels and segment cuts at speaker changes."""
 
-from rttm import Turn, format_rttm, read_rttm, recording_id
-from speaker_split import split_by_speaker
+from dubflow.rttm import Turn, format_rttm, read_rttm, recording_id
+from dubflow.speaker_split import split_by_speaker
 from transcribe import Segment, Word
 
 

@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 
 import synthesize
-import tts_backends as tb
-import voices
-from errors import ConfigError, InputError, ModelError
+from dubflow import tts_backends as tb
+from dubflow import voices
+from dubflow.errors import ConfigError, InputError, ModelError
 
 EN = ["Good morning. The train is leaving soon.", "Please remember your ticket.",
       "The weather is cold today."]
@@ -59,6 +59,7 @@ def median_f0(audio: np.ndarray, rate: int) -> float:
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_english_lines_with_piper(tmp_path):
     source = write_translation(tmp_path / "translation.json", [EN[0], "", EN[1]], "en")
     out = tmp_path / "work" / "tts"
@@ -111,6 +112,7 @@ def test_english_second_speaker_is_not_joe(tmp_path):
     assert [e["voice"] for e in entries] == ["piper:joe", "espeak:en-us"]
 
 
+@pytest.mark.model
 def test_same_input_twice_gives_identical_bytes_from_cache(tmp_path, caplog):
     source = write_translation(tmp_path / "t.json", EN[:2], "en")
     tts = tts_config(tmp_path)
@@ -127,6 +129,7 @@ def test_same_input_twice_gives_identical_bytes_from_cache(tmp_path, caplog):
     assert (tmp_path / "c" / "0001.wav").read_bytes() == (tmp_path / "a" / "0001.wav").read_bytes()
 
 
+@pytest.mark.model
 def test_one_line_edit_synthesizes_one_line(tmp_path, caplog):
     tts = tts_config(tmp_path)
     source = write_translation(tmp_path / "t.json", EN, "en")
@@ -157,6 +160,7 @@ def test_speed_changes_duration_and_key(tmp_path):
     assert fast["duration_s"] < 0.8 * normal["duration_s"]
 
 
+@pytest.mark.model
 def test_piper_backend_shifts_the_voice_for_a_second_speaker(tmp_path):
     source = write_translation(tmp_path / "t.json", [EN[0], EN[0]], "en",
                                ["SPEAKER_00", "SPEAKER_01"])

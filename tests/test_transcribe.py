@@ -9,9 +9,11 @@ import pytest
 import transcribe
 from conftest import BASE, TEST_LINES
 from demo_media import DEMO_LINES, speech_track, word_error_rate
-from errors import InputError, ModelError
+from dubflow.errors import InputError, ModelError
 from extract import extract
-from ffmpeg_safe import file_arg, run_ffmpeg
+from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
+
+pytestmark = pytest.mark.model  # loads Whisper
 
 
 @pytest.fixture(scope="module")

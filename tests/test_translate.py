@@ -15,8 +15,8 @@ import pytest
 
 import translate
 from conftest import BASE, ROOT, TINY_EN
-from errors import ConfigError, InputError, ModelError
-from glossary import Glossary, load_glossary
+from dubflow.errors import ConfigError, InputError, ModelError
+from dubflow.glossary import Glossary, load_glossary
 
 SENTENCES = [
     "The keys are in the car.",
@@ -438,7 +438,7 @@ def test_check_pair_is_cheap_and_checks_glossaries(tmp_path):
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
-                   env={**os.environ, "PYTHONPATH": str(ROOT / "scripts")})
+                   env={**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts")})
     broken = tmp_path / "g.tsv"
     broken.write_text("\tgato\n")
     with pytest.raises(InputError, match=r"no source term on line 1"):
@@ -516,6 +516,7 @@ def spoken(tmp_path_factory):
     return wav, segments
 
 
+@pytest.mark.model
 def test_whisper_translates_each_segments_audio(tmp_path, spoken, tiny_asr, caplog):
     """No non-English voice ships, so the transcript claims Spanish: Whisper's translate
     task still has to hear each slice and write English, which is what is checked."""

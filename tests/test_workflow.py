@@ -18,7 +18,7 @@ import yaml
 
 from conftest import ROOT, TEST_LINES, TINY_EN
 from demo_media import word_error_rate
-from ffmpeg_safe import file_arg, probe, run_ffmpeg
+from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
 
 pytestmark = pytest.mark.slow
 WEIRD_NAME = "it's ep 1; $(touch pwned) — ünïcode"
@@ -43,7 +43,7 @@ def make_workspace(path: Path, videos: dict[str, Path], **overrides) -> Path:
 def snakemake(workspace: Path, *args: str) -> subprocess.CompletedProcess:
     """The CLI as a user runs it, with the workspace as working directory."""
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
          "--configfile", "config.yaml", "--cores", "2", *args],
         cwd=workspace, capture_output=True, text=True, timeout=600,
     )

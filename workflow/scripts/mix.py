@@ -1,0 +1,744 @@
+"""Stage mix: the dub track, lines at their source times over the ducked original mix.
+
+Inputs are ``source.wav`` (the original mix, any rate and layout, possibly hours long) and
+the synthesize stage's ``tts/`` folder (``lines.json`` plus one wav per line). Output is
+``dub.wav`` (``mix.sample_rate``, ``mix.channels``, 24-bit, at ``mix.target_lufs``) and
+``fit.json`` (per-line timing decisions and loudness figures, read by the QA report).
+
+How, and why this way:
+
+1. :func:`fit.plan` decides per line: as is, borrow silence, speed up, trim. Only lines
+   that need it go through ffmpeg (``rubberband``, pitch kept, cached per line).
+2. Python writes a *control track* at the voices' own rate (ffmpeg resamples it to
+   ``mix.sample_rate`` inside the graph; a line from a voice with another rate is
+   resampled in-process): channel 0 is the voice (each line at
+   ``round(start * rate)``, never concatenated, so nothing drifts over a film), channel 1
+   is the bed's gain envelope (1.0, or ``-duck_db`` with short ramps while a line plays).
+   It is written in 10-second blocks with at most one prepared line in memory, so memory
+   does not grow with the film's length.
+3. One ffmpeg graph does the rest while streaming: the source is resampled and downmixed
+   to the dub layout, multiplied by the envelope and the voice is added. Pass 1 measures
+   it (EBU R128), pass 2 writes it with the one gain that reaches the target, or, when
+   that gain would push the true peak past the ceiling, through a peak limiter, written
+   once more with the gain corrected if it misses the target (see
+   :func:`render_normalised`).
+
+Ducking follows the line timings instead of a sidechain compressor: the depth is exactly
+``duck_db`` whatever the voice's level, the bed does not pump back up in the pauses between
+words, and the envelope is a file, so thousands of lines need no filter expression (an
+argument longer than 128 KiB cannot even be passed to a process on Linux).
+"""
+
+import bisect
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from dubflow import fit
+from dubflow.atomic import atomic_path, write_json
+from dubflow.errors import ConfigError, InputError
+from dubflow.ffmpeg_needs import codec, filter_, muxer
+from dubflow.ffmpeg_safe import file_arg, probe, require_audio, run_ffmpeg
+
+STAGE = "mix"
+log = logging.getLogger(__name__)
+
+#: The ``mix:`` config section's keys and their defaults (config/config.yaml documents them).
+DEFAULTS = {
+    "target_lufs": -16.0,
+    "true_peak_db": -1.0,
+    "max_speedup": 1.25,
+    "sample_rate": 48000,
+    "channels": 2,
+    "duck_db": 12.0,
+    "fade_ms": 30.0,
+    "separation_model": None,
+}
+#: Silence kept between a line that borrows time and the next line.
+GAP_S = 0.05
+#: The control track is written this many seconds at a time.
+BLOCK_S = 10.0
+# The bed is fully down by the time a line starts and comes back up after it; two lines
+# closer than both ramps together share one dip instead of a short swell between them.
+DUCK_ATTACK_S = 0.08
+DUCK_RELEASE_S = 0.30
+#: Dub layouts: ffmpeg's name and how the mono voice is placed (centre for 5.1).
+LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
+VOICE_PAN = {1: "mono|c0=c0", 2: "stereo|c0=c0|c1=c0", 6: "5.1|FC=c0"}
+#: Peaks are held this far under ``true_peak_db``: a limiter working at 192 kHz moves
+#: them by a few hundredths of a dB when the dub is resampled to its own rate.
+TP_MARGIN_DB = 0.2
+#: The limiter first works at the dub's own rate, where it sees sample peaks only, so it
+#: holds them this much lower again; the pass meters the true peak (4x oversampled) of
+#: what it wrote, and only a file over the ceiling is redone at TRUE_PEAK_RATE. On speech
+#: the 48 kHz passes are 2.7 times faster than at 192 kHz (1.9 s against 5.3 s for 10
+#: minutes), and true peaks landed 0.1-0.4 dB above the sample peaks.
+SAMPLE_PEAK_MARGIN_DB = 0.5
+TRUE_PEAK_RATE = 192000
+#: AAC bit rate of the mkv's dub track by channel count.
+DUB_BITRATE = {1: "96k", 2: "192k", 6: "384k"}
+#: A limited dub this close to the target is kept; further off, it is written once more
+#: with the gain corrected (EBU R128 allows 0.5 LU around a file's target).
+LOUDNESS_TOLERANCE_LU = 0.2
+#: The look-ahead peak limiter (see render_normalised): fast enough to catch a plosive,
+#: slow enough to release without distortion.
+LIMITER_ATTACK_MS = 2.0
+LIMITER_RELEASE_MS = 80.0
+#: The meter at the end of every ffmpeg pass (framelog=verbose: the ten lines a second go
+#: to a log level the runner does not print; only the summary is read).
+METER = filter_("ebur128", peak="true", framelog="verbose")
+#: The first pass only decides between one gain and the limiter, so it reads sample peaks
+#: (0.6 s against 1.5 s for 10 minutes): they are never above the true peak, so "over"
+#: is certain, and a "not over" is checked on the written file's true peak.
+SAMPLE_METER = filter_("ebur128", peak="sample", framelog="verbose")
+#: Integrated loudness at or below the EBU R128 absolute gate: nothing to normalise.
+SILENCE_LUFS = -70.0
+#: Envelope and voice stay float so a loud voice over a loud bed cannot clip before it is
+#: normalised.
+CONTROL_SUBTYPE = "FLOAT"
+
+
+@dataclass(frozen=True)
+class MixSettings:
+    """The ``mix:`` section with defaults filled in and checked."""
+
+    target_lufs: float
+    true_peak_db: float
+    max_speedup: float
+    sample_rate: int
+    channels: int
+    duck_db: float
+    fade_ms: float
+
+
+def settings(mix: dict | None) -> MixSettings:
+    """Read the ``mix:`` section; the schema checks it too, but tests pass plain dicts."""
+    merged = {**DEFAULTS, **(mix or {})}
+    if merged["separation_model"] is not None:
+        raise ConfigError(
+            f"mix.separation_model is {merged['separation_model']!r}, but music/voice "
+            "separation is not supported yet (no offline separator is installed); set it "
+            "to null to duck the original mix under the dub instead."
+        )
+
+    def number(key: str, low: float, high: float) -> float:
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            low <= value <= high
+        ):
+            raise ConfigError(
+                f"mix.{key} is {value!r}, but it must be a number from {low:g} to {high:g}."
+            )
+        return float(value)
+
+    channels = merged["channels"]
+    if channels not in LAYOUTS or isinstance(channels, bool):
+        raise ConfigError(
+            f"mix.channels is {channels!r}, but it must be one of "
+            f"{', '.join(map(str, LAYOUTS))} (mono, stereo, 5.1)."
+        )
+    rate = merged["sample_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 8000 <= rate <= 192000:
+        raise ConfigError(
+            f"mix.sample_rate is {rate!r}, but it must be a whole number of Hz "
+            "from 8000 to 192000."
+        )
+    return MixSettings(
+        # the ranges of ffmpeg's loudnorm, the usual reference for these two
+        target_lufs=number("target_lufs", -70, -5),
+        true_peak_db=number("true_peak_db", -9, 0),
+        max_speedup=number("max_speedup", 1, 4),
+        sample_rate=rate,
+        channels=channels,
+        duck_db=number("duck_db", 0, 60),
+        fade_ms=number("fade_ms", 0, 5000),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Lines
+# --------------------------------------------------------------------------------------
+
+
+def read_lines(tts_dir: str | Path) -> list[dict]:
+    """lines.json of the synthesize stage, with each wav's real length as ``duration_s``.
+
+    Every wav is opened (header only) before any audio is processed, so a missing or
+    damaged file stops the stage in seconds rather than after an hour of mixing.
+    """
+    tts_dir = Path(tts_dir)
+    index = tts_dir / "lines.json"
+    if not index.is_file():
+        raise InputError(
+            f"{index} does not exist (stage {STAGE}); re-run the synthesize stage for this "
+            "video and language so it writes the line list."
+        )
+    try:
+        lines = json.loads(index.read_text(encoding="utf-8"))
+        if not isinstance(lines, list) or not all(isinstance(x, dict) for x in lines):
+            raise ValueError("not a list of line objects")
+        for line in lines:
+            start, end = float(line["start"]), float(line["end"])
+            if not (math.isfinite(start) and math.isfinite(end) and start >= 0):
+                raise ValueError(f"line {line['id']} has start {start} and end {end}")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = f"no {error}" if isinstance(error, KeyError) else _reason(error)
+        raise InputError(
+            f"{index} is not a valid line list ({reason}) (stage {STAGE}); re-run the "
+            "synthesize stage for this video and language to write it again."
+        ) from None
+    checked = []
+    for line in lines:
+        if line.get("wav"):
+            line = {**line, "duration_s": _wav_duration(tts_dir, line)}
+        checked.append(line)
+    return checked
+
+
+def _wav_duration(tts_dir: Path, line: dict) -> float:
+    name = str(line["wav"])
+    path = tts_dir / name
+    try:
+        if Path(name).name != name:
+            raise ValueError("the name must be a plain file name inside the tts folder")
+        info = sf.info(str(path))
+        if info.frames <= 0:
+            raise ValueError("it holds no audio")
+    except (OSError, ValueError, RuntimeError, sf.LibsndfileError) as error:
+        raise _bad_wav(path, line, error) from None
+    return info.frames / info.samplerate
+
+
+def _bad_wav(path: Path, line: dict, error: Exception) -> InputError:
+    problem = "does not exist" if not path.exists() else f"is not a readable WAV ({_reason(error)})"
+    return InputError(
+        f"{path} (line {line.get('id')}) {problem} (stage {STAGE}); re-run the synthesize "
+        "stage for this video and language to write it again."
+    )
+
+
+def _reason(error: Exception) -> str:
+    """The short cause of an error, without the path the sentence already names."""
+    text = (getattr(error, "error_string", None) or getattr(error, "strerror", None)
+            or str(error) or type(error).__name__)
+    return text.splitlines()[0].rstrip(".").lower()
+
+
+def line_audio(
+    placement: fit.Placement, wav: Path, cfg: MixSettings, workdir: Path,
+    ffmpeg: dict | None, tempo_cache: Path | None = None, control_rate: int | None = None,
+) -> np.ndarray:
+    """One line as mono float32 at the control track's rate: sped up, resampled, cut to
+    its room."""
+    control_rate = control_rate or cfg.sample_rate
+    source = wav
+    if placement.speed > 1.0:
+        source = sped_up(wav, placement, workdir, ffmpeg, tempo_cache)
+    try:
+        audio, rate = sf.read(str(source), dtype="float32", always_2d=True)
+    except (OSError, RuntimeError, sf.LibsndfileError) as error:
+        raise _bad_wav(wav, {"id": placement.id}, error) from None
+    finally:
+        if source.parent == workdir:
+            source.unlink(missing_ok=True)
+    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    mono = resample(mono, rate, control_rate)
+    room = room_frames(placement, control_rate)
+    if len(mono) > room:
+        mono = fade_out(mono[:room], int(cfg.fade_ms / 1000 * control_rate))
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def sped_up(wav: Path, placement: fit.Placement, workdir: Path, ffmpeg: dict | None,
+            tempo_cache: Path | None) -> Path:
+    """The line at ``placement.speed``, from the cache when this audio was sped up before.
+
+    One ffmpeg call per sped-up line took 6 of the 20 s of a 10-minute mix; after an edit
+    every other line is unchanged, so the cache (keyed by the audio's bytes and the exact
+    filter) turns that into file reads.
+    """
+    tempo = _tempo_filter(placement.speed, ffmpeg)
+    cached = None
+    if tempo_cache is not None:
+        digest = hashlib.sha256(wav.read_bytes() + tempo.encode()).hexdigest()
+        cached = tempo_cache / digest[:2] / f"{digest}.wav"
+        if cached.is_file():
+            return cached
+    dest = cached or workdir / "tempo.wav"  # lines are prepared one at a time
+    with atomic_path(dest) as tmp:
+        run_ffmpeg(
+            ["-i", file_arg(wav), "-af", tempo, *codec("pcm_f32le"), file_arg(tmp)],
+            stage=STAGE, path=wav, config=ffmpeg, media_duration_s=placement.natural_s,
+        )
+    return dest
+
+
+#: Whether each configured ffmpeg has rubberband (asked once per process and binary).
+_RUBBERBAND: dict[str, bool] = {}
+
+
+def _tempo_filter(speed: float, ffmpeg: dict | None) -> str:
+    """rubberband (pitch kept, exact length); atempo where an ffmpeg build lacks it.
+
+    The pip-installed static ffmpeg has rubberband; a conda or distribution build may
+    not, and a dub with slightly plainer speed-ups beats a failed run.
+    """
+    binary = str((ffmpeg or {}).get("ffmpeg") or "auto")
+    if binary not in _RUBBERBAND:
+        result = run_ffmpeg(["-h", "filter=rubberband"], stage=STAGE, path=None, config=ffmpeg)
+        _RUBBERBAND[binary] = "rubberband AVOptions" in result.stdout
+        if not _RUBBERBAND[binary]:
+            log.warning("this ffmpeg (%s) has no rubberband filter; lines are sped up with "
+                        "atempo instead", binary)
+    return filter_("rubberband" if _RUBBERBAND[binary] else "atempo", tempo=f"{speed:.6f}")
+
+
+def voice_rate(lines: list[dict], cfg: MixSettings) -> int:
+    """The control track's rate: that of most lines, so most need no resampling here.
+
+    Resampling every line in Python (and importing scipy.signal, 0.7 s) was a tenth of
+    the stage; ffmpeg's resampler does the whole track in the graph for less.
+    """
+    rates = collections.Counter(int(line["sample_rate"]) for line in lines
+                                if line.get("sample_rate"))
+    return rates.most_common(1)[0][0] if rates else cfg.sample_rate
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Polyphase resampling by the exact rational ratio (22050 -> 48000 is 320/147)."""
+    if rate == target or len(audio) == 0:
+        return audio
+    from scipy.signal import resample_poly  # only lines at an odd rate get here
+
+    g = math.gcd(rate, target)
+    return resample_poly(audio, target // g, rate // g).astype(np.float32)
+
+
+def room_frames(placement: fit.Placement, rate: int) -> int:
+    """Frames a line may fill: up to where the plan's available time ends, in samples.
+
+    Computed from the two rounded sample positions (not from the length alone), so a line
+    never reaches the sample where the next one starts, whatever the rounding.
+    """
+    start = round(placement.start * rate)
+    return max(0, round((placement.start + placement.available_s) * rate) - start)
+
+
+def fade_out(audio: np.ndarray, frames: int) -> np.ndarray:
+    """Linear fade over the last ``frames`` samples, so a cut line does not click."""
+    frames = min(frames, len(audio))
+    if frames > 0:
+        audio = audio.copy()
+        audio[-frames:] *= np.linspace(1.0, 0.0, frames, dtype=np.float32)
+    return audio
+
+
+# --------------------------------------------------------------------------------------
+# Control track: voice + ducking envelope
+# --------------------------------------------------------------------------------------
+
+
+def duck_intervals(placements: list[fit.Placement]) -> list[tuple[float, float]]:
+    """Seconds during which the bed is down; lines closer than both ramps share one dip."""
+    merged: list[list[float]] = []
+    for p in placements:
+        if p.played_s <= 0:
+            continue
+        if merged and p.start - merged[-1][1] < DUCK_ATTACK_S + DUCK_RELEASE_S:
+            merged[-1][1] = max(merged[-1][1], p.end)
+        else:
+            merged.append([p.start, p.end])
+    return [(a, b) for a, b in merged]
+
+
+def gain_envelope(first: int, count: int, rate: int, intervals: list[tuple[float, float]],
+                  duck_db: float) -> np.ndarray:
+    """Linear bed gain for frames ``first .. first+count``: 1.0, or ``-duck_db`` under lines.
+
+    The depth ramps linearly in dB: down over DUCK_ATTACK_S ending at the line's start,
+    up over DUCK_RELEASE_S starting at its end.
+    """
+    gain = np.ones(count, dtype=np.float32)
+    if not intervals or duck_db <= 0 or count == 0:
+        return gain
+    t0, t1 = first / rate, (first + count) / rate
+    ends = [b for _, b in intervals]
+    i = bisect.bisect_left(ends, t0 - DUCK_RELEASE_S)
+    depth = np.zeros(count, dtype=np.float64)
+    while i < len(intervals) and intervals[i][0] - DUCK_ATTACK_S < t1:
+        a, b = intervals[i]
+        # only the frames this dip touches (a block-wide array per dip took half the stage)
+        lo = max(0, math.floor((a - DUCK_ATTACK_S) * rate) - first)
+        hi = min(count, math.ceil((b + DUCK_RELEASE_S) * rate) - first + 1)
+        if hi > lo:
+            t = (first + np.arange(lo, hi, dtype=np.float64)) / rate
+            down = np.clip((t - (a - DUCK_ATTACK_S)) / DUCK_ATTACK_S, 0.0, 1.0)
+            up = np.clip((b + DUCK_RELEASE_S - t) / DUCK_RELEASE_S, 0.0, 1.0)
+            np.maximum(depth[lo:hi], np.minimum(down, up), out=depth[lo:hi])
+        i += 1
+    ducked = np.flatnonzero(depth)
+    if len(ducked):
+        span = slice(ducked[0], ducked[-1] + 1)
+        gain[span] = (10.0 ** (-duck_db * depth[span] / 20.0)).astype(np.float32)
+    return gain
+
+
+def placed_lines(
+    placements: list[fit.Placement], tts_dir: Path, wavs: dict[str, str], cfg: MixSettings,
+    workdir: Path, ffmpeg: dict | None, tempo_cache: Path | None = None,
+    control_rate: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first frame, audio) per line in time order, prepared only when the writer needs it."""
+    control_rate = control_rate or cfg.sample_rate
+    previous_end = 0
+    for p in placements:
+        audio = line_audio(p, tts_dir / wavs[p.id], cfg, workdir, ffmpeg, tempo_cache,
+                           control_rate)
+        start = round(p.start * control_rate)
+        # fit.plan guarantees this; a violation would mean two voices on top of each other.
+        assert start >= previous_end, f"line {p.id} overlaps the line before it"
+        if len(audio):
+            previous_end = start + len(audio)
+            yield start, audio
+
+
+def write_control(
+    path: Path, rate: int, frames: int, lines: Iterator[tuple[int, np.ndarray]],
+    intervals: list[tuple[float, float]], duck_db: float,
+) -> None:
+    """Write the 2-channel control track (voice, bed gain) block by block.
+
+    Only the current block and the line being placed are in memory: a two-hour film costs
+    the same RAM as a two-minute clip. RF64 because a float track longer than about three hours passes 4 GB.
+    """
+    block = int(BLOCK_S * rate)
+    pending = next(lines, None)
+    with sf.SoundFile(str(path), "w", rate, 2, CONTROL_SUBTYPE, format="RF64") as out:
+        for first in range(0, frames, block):
+            last = min(first + block, frames)
+            buf = np.zeros((last - first, 2), dtype=np.float32)
+            buf[:, 1] = gain_envelope(first, last - first, rate, intervals, duck_db)
+            while pending is not None and pending[0] < last:
+                start, audio = pending
+                lo, hi = max(start, first), min(start + len(audio), last)
+                if hi > lo:
+                    buf[lo - first:hi - first, 0] = audio[lo - start:hi - start]
+                if start + len(audio) > last:
+                    break
+                pending = next(lines, None)
+            out.write(buf)
+    if pending is not None:
+        # Lines past the end of the media were planned with no room, so none can be left.
+        raise AssertionError(f"a line starting at frame {pending[0]} is past the media end")
+
+
+# --------------------------------------------------------------------------------------
+# ffmpeg: bed, ducking, sum, loudness
+# --------------------------------------------------------------------------------------
+
+
+def mix_graph(cfg: MixSettings, with_voice: bool, tail: str) -> str:
+    """The filter graph from the inputs; ``tail`` is the loudness step and the output
+    label(s), e.g. ``volume=2dB[out]``.
+
+    Built only from numbers and fixed names. The envelope is panned explicitly to every
+    channel: ffmpeg's automatic mono-to-stereo conversion would scale it by -3 dB.
+    """
+    layout = LAYOUTS[cfg.channels]
+    bed = "[0:a]" + filter_("aformat", sample_fmts="flt", sample_rates=cfg.sample_rate,
+                            channel_layouts=layout)
+    if not with_voice:
+        return f"{bed},{tail}"
+    spread = "|".join(f"c{i}=c0" for i in range(cfg.channels))
+    return ";".join([
+        f"{bed}[bed]",
+        "[1:a]" + filter_("aresample", cfg.sample_rate) + ","
+        + filter_("channelsplit", channel_layout="stereo") + "[voice][gain]",
+        "[gain]" + filter_("pan", f"{layout}|{spread}") + "[gains]",
+        "[bed][gains]" + filter_("amultiply") + "[ducked]",
+        "[voice]" + filter_("pan", VOICE_PAN[cfg.channels]) + "[voices]",
+        "[ducked][voices]" + filter_("amix", inputs=2, normalize=0, duration="first")
+        + f",{tail}",
+    ])
+
+
+def limiter_filter(cfg: MixSettings, gain_db: float, rate: int) -> str:
+    """Gain, then a look-ahead peak limiter working at ``rate`` (the dub's own rate, or
+    TRUE_PEAK_RATE: 4x oversampled, as true peak is defined)."""
+    margin = 0.0 if rate >= TRUE_PEAK_RATE else SAMPLE_PEAK_MARGIN_DB
+    limit = 10 ** ((_peak_target(cfg) - margin) / 20)
+    chain = (gain_filter(gain_db) + ","
+             + filter_("alimiter", limit=f"{limit:.6f}", attack=LIMITER_ATTACK_MS,
+                       release=LIMITER_RELEASE_MS, level=0, latency=1))
+    if rate == cfg.sample_rate:
+        return chain
+    return f"{filter_('aresample', rate)},{chain},{filter_('aresample', cfg.sample_rate)}"
+
+
+def gain_filter(gain_db: float) -> str:
+    return filter_("volume", f"{gain_db:.3f}dB")
+
+
+def dub_codec(cfg: MixSettings) -> list[str]:
+    """The mkv's dub track: AAC with ffmpeg's fast coder, 2.5 times faster than its default
+    two-loop search (6.3 s against 16.1 s for 10 minutes of stereo, measured); at 96 kb/s
+    a channel the two are not told apart on speech over a ducked bed."""
+    return [*codec("aac", aac_coder="fast"), "-b:a", DUB_BITRATE[cfg.channels]]
+
+
+def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: str,
+                dest: Path | None, duration_s: float, ffmpeg: dict | None,
+                threads: int, encoded: Path | None = None, meter: str = METER) -> str:
+    """One streaming pass over the whole mix, measured by ``ebur128`` at its end.
+
+    Writes ``dest`` (24-bit WAV, RF64 past 4 GB) and ``encoded`` (the same audio as the
+    mkv's AAC track) or, without them, only measures; returns ffmpeg's log, where the
+    meters print their figures. The encoder runs in its own ffmpeg thread beside the
+    filters, so the mkv track costs this pass 3 s for 10 minutes instead of a second
+    decode and encode of 6 s in mux.
+    """
+    args = ["-i", file_arg(source_wav)]
+    if control is not None:
+        args += ["-i", file_arg(control)]
+    split = f",{filter_('asplit', 2)}[out][enc]" if encoded is not None else "[out]"
+    graph = mix_graph(cfg, control is not None, f"{tail},{meter}{split}")
+    args += ["-filter_complex_threads", str(threads), "-filter_complex", graph,
+             "-map", "[out]"]
+    if dest is None:
+        args += [*muxer("null"), file_arg(os.devnull)]
+    else:
+        args += ["-ar", str(cfg.sample_rate), *codec("pcm_s24le"), *muxer("wav", rf64="auto"),
+                 file_arg(dest)]
+    if encoded is not None:
+        args += ["-map", "[enc]", "-ar", str(cfg.sample_rate), *dub_codec(cfg),
+                 *muxer("matroska"), file_arg(encoded)]
+    result = run_ffmpeg(args, stage=STAGE, path=source_wav, config=ffmpeg,
+                        media_duration_s=duration_s)
+    return result.stderr
+
+
+def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: MixSettings,
+                      duration_s: float, ffmpeg: dict | None, threads: int,
+                      encoded: Path | None = None) -> dict:
+    """Write dub.wav at the target loudness under the true-peak ceiling; return the figures.
+
+    Pass 1 measures (ffmpeg's ``ebur128`` meter: the BS.1770 figures loudnorm's own
+    measuring pass prints, about 15 times faster). If one constant gain reaches the target
+    with the peaks under the ceiling, pass 2 applies it: the textbook two-pass EBU R128,
+    with a plain ``volume`` (loudnorm's linear mode is the same gain, computed at 192 kHz
+    for nothing). Pass 1 reads sample peaks (SAMPLE_METER), so the written file's true
+    peak is checked, and a file over the ceiling goes to the limiter.
+
+    Otherwise one gain would pass the ceiling, and a dynamic normaliser (loudnorm's other
+    mode) would ride the gain on running measurements: the first minutes of a film drift
+    in level and the ducked bed is lifted between lines. Instead, a look-ahead limiter
+    after the gain takes off just the peaks. That costs some loudness (about 1 LU for 8 dB
+    of limiting): when the written file misses the target by more than
+    LOUDNESS_TOLERANCE_LU, the gain is raised by what it missed and the file written
+    again (typically within 0.3 LU then). The limiter works at the dub's rate with a
+    margin for true peaks, and again at 192 kHz only if the written file's true peak is
+    over the ceiling anyway.
+
+    The last pass meters what it writes, so fit.json reports the file itself.
+    """
+    def render(tail: str, write: bool, meter: str = METER) -> dict:
+        with contextlib.ExitStack() as files:
+            tmp = files.enter_context(atomic_path(dest)) if write else None
+            track = files.enter_context(atomic_path(encoded)) if write and encoded else None
+            return ebur128_summary(ffmpeg_pass(source_wav, control, cfg, tail, tmp,
+                                               duration_s, ffmpeg, threads, track, meter))
+
+    measured = render(filter_("anull"), write=False, meter=SAMPLE_METER)
+    figures = {"input_i": measured["i"], "input_peak": measured["tp"],
+               "input_lra": measured["lra"]}
+    if measured["i"] <= SILENCE_LUFS or not math.isfinite(measured["tp"]):
+        log.warning("the mix for %s is silent (integrated loudness %s LUFS), so it is "
+                    "written without loudness normalisation", dest, measured["i"])
+        render(filter_("anull"), write=True)
+        return {"input_i": None, "input_peak": None, "input_lra": None,
+                "output_i": None, "output_tp": None, "normalization": "skipped",
+                "gain_db": 0.0, "limited_db": 0.0}
+    gain = cfg.target_lufs - measured["i"]
+    # ebur128 prints tenths of a dB; rounding keeps float noise from choosing the limiter
+    over = round(measured["tp"] + gain - _peak_target(cfg), 2)
+    if over <= 0:
+        output = render(gain_filter(gain), write=True)
+        if output["tp"] <= cfg.true_peak_db:
+            return {**figures, "output_i": output["i"], "output_tp": output["tp"],
+                    "normalization": "linear", "gain_db": gain, "limited_db": 0.0}
+        over = output["tp"] - _peak_target(cfg)
+        log.info("at %+.1f dB gain the true peak is %.1f dBTP, over the %.1f ceiling",
+                 gain, output["tp"], cfg.true_peak_db)
+    log.info("at %+.1f dB gain the peaks would pass the ceiling by %.1f dB; limiting them",
+             gain, over)
+    for rate in (cfg.sample_rate, TRUE_PEAK_RATE):
+        final_gain = gain
+        output = render(limiter_filter(cfg, final_gain, rate), write=True)
+        if abs(cfg.target_lufs - output["i"]) > LOUDNESS_TOLERANCE_LU:
+            final_gain += cfg.target_lufs - output["i"]
+            output = render(limiter_filter(cfg, final_gain, rate), write=True)
+        if output["tp"] <= cfg.true_peak_db:
+            break
+        log.info("limited at %d Hz, the true peak is %.1f dBTP, over the %.1f ceiling; "
+                 "limiting again at %d Hz", rate, output["tp"], cfg.true_peak_db,
+                 TRUE_PEAK_RATE)
+    return {**figures, "output_i": output["i"], "output_tp": output["tp"],
+            "normalization": "limited", "gain_db": final_gain,
+            "limited_db": over + final_gain - gain}
+
+
+def ebur128_summary(stderr: str) -> dict:
+    """Integrated loudness, its gate, loudness range and true peak from ebur128's summary.
+
+    ``-inf`` peak and -70 LUFS (the absolute gate) mean digital silence.
+    """
+    summary = stderr[stderr.rindex("Summary:"):]
+    number = r"(-?(?:inf|[0-9.]+))"
+    found = {
+        "i": re.search(rf"I:\s+{number} LUFS", summary),
+        "thresh": re.search(rf"Threshold:\s+{number} LUFS", summary),
+        "lra": re.search(rf"LRA:\s+{number} LU\b", summary),
+        "tp": re.search(rf"Peak:\s+{number} dBFS", summary),
+    }
+    missing = [key for key, match in found.items() if match is None]
+    if missing:
+        raise AssertionError(f"ebur128 printed no {missing} in its summary:\n{summary}")
+    return {key: float(match.group(1)) for key, match in found.items()}
+
+
+def _peak_target(cfg: MixSettings) -> float:
+    return max(-9.0, cfg.true_peak_db - TP_MARGIN_DB)
+
+
+def _rounded(value: object) -> float | None:
+    """JSON has no -inf: unmeasurable loudness is written as null."""
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 2)
+    return None
+
+
+def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> list[str]:
+    """Run each kind of ffmpeg pass this stage can make on a second of audio: measuring,
+    one gain, the limiter at the dub's rate and at 192 kHz (writing the mkv track too), and
+    the tempo change. ``make verify`` calls it, so a binary that lists every option but
+    still cannot run a graph is caught before a season is queued on it."""
+    cfg = settings(mix)
+    rate = 48000
+    t = np.arange(rate, dtype=np.float32) / rate
+    source, control, line = workdir / "source.wav", workdir / "control.wav", workdir / "line.wav"
+    sf.write(source, np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2, axis=1), rate)
+    voice = 0.5 * np.sin(2 * np.pi * 330 * t)
+    sf.write(control, np.stack([voice, np.full_like(voice, 0.25)], axis=1), rate,
+             subtype=CONTROL_SUBTYPE)
+    sf.write(line, voice, rate)
+    ran = []
+    for name, tail, meter in (
+        ("measure", filter_("anull"), SAMPLE_METER),
+        ("gain", gain_filter(-3.0), METER),
+        (f"limiter at {cfg.sample_rate} Hz", limiter_filter(cfg, 6.0, cfg.sample_rate), METER),
+        (f"limiter at {TRUE_PEAK_RATE} Hz", limiter_filter(cfg, 6.0, TRUE_PEAK_RATE), METER),
+    ):
+        stderr = ffmpeg_pass(source, control, cfg, tail, workdir / "dub.wav", 1.0, ffmpeg, 1,
+                             workdir / "dub.mka", meter)
+        ebur128_summary(stderr)
+        ran.append(name)
+    placement = fit.Placement(id="0001", start=0.0, slot_s=0.8, available_s=0.8, natural_s=1.0,
+                              borrowed_s=0.0, speed=1.25, trimmed_s=0.0)
+    sped_up(line, placement, workdir, ffmpeg, None)
+    ran.append(_tempo_filter(1.25, ffmpeg).split("=")[0])
+    return ran
+
+
+# --------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------
+
+
+def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
+        fit_json: str | Path, mix: dict, ffmpeg: dict | None = None,
+        threads: int = 1, tempo_cache: str | Path | None = None,
+        dub_track: str | Path | None = None) -> dict:
+    """Write dub.wav, fit.json and (if asked) ``dub_track``, the same audio encoded for
+    the mkv (Matroska audio, AAC); return the fit.json content.
+
+    ``tempo_cache``: a folder for sped-up lines (``<tts.cache_dir>/tempo``), or None.
+    """
+    cfg = settings(mix)
+    source_wav, tts_dir, dub_wav = Path(source_wav), Path(tts_dir), Path(dub_wav)
+    threads = max(1, int(threads or 1))
+    info = probe(source_wav, stage=STAGE, config=ffmpeg)
+    require_audio(info, STAGE)
+    if not info.duration_s:
+        raise InputError(
+            f"{source_wav} has no measurable duration (stage {STAGE}); delete it and "
+            "re-run so the extract stage writes it again."
+        )
+    duration = info.duration_s
+    lines = read_lines(tts_dir)
+    placements = fit.plan(lines, cfg.max_speedup, duration, GAP_S)
+    by_id = {str(line["id"]): line for line in lines}
+    log.info("%d lines placed over %.1f s: %s", len(placements), duration,
+             fit.summary(placements))
+
+    dub_wav.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{dub_wav.stem}.partial-mix-", dir=dub_wav.parent))
+    try:
+        control = None
+        if placements:
+            control = workdir / "control.wav"
+            rate = voice_rate(lines, cfg)
+            frames = math.ceil(duration * rate) + rate
+            wavs = {p.id: str(by_id[p.id]["wav"]) for p in placements}
+            write_control(control, rate, frames,
+                          placed_lines(placements, tts_dir, wavs, cfg, workdir, ffmpeg,
+                                       Path(tempo_cache) if tempo_cache else None, rate),
+                          duck_intervals(placements), cfg.duck_db)
+        else:
+            log.warning("%s has no lines to place, so the dub of %s is its original mix, "
+                        "normalised", tts_dir / "lines.json", source_wav)
+        loudness = render_normalised(source_wav, control, dub_wav, cfg, duration, ffmpeg,
+                                     threads, Path(dub_track) if dub_track else None)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log.info("loudness: %s", loudness)
+
+    report = {
+        "lines": [
+            {**p.to_dict(), "played_s": round(p.played_s, 3),
+             "text": by_id[p.id].get("text"), "speaker": by_id[p.id].get("speaker"),
+             "voice": by_id[p.id].get("voice")}
+            for p in placements
+        ],
+        "summary": fit.summary(placements),
+        "loudness": {
+            **{key: _rounded(value) if isinstance(value, float) else value
+               for key, value in loudness.items()},
+            "target_lufs": cfg.target_lufs,
+            "true_peak_db": cfg.true_peak_db,
+        },
+    }
+    write_json(fit_json, report)
+    return report
+
+
+if "snakemake" in globals():
+    from dubflow.rule_runner import run_rule
+
+    sm = snakemake  # noqa: F821 - injected by Snakemake's script: directive
+    run_rule(sm, STAGE, run, source_wav=sm.input.source, tts_dir=sm.input.tts,
+             dub_wav=sm.output.dub, fit_json=sm.output.fit, mix=sm.params.mix,
+             ffmpeg=sm.params.ffmpeg, threads=sm.threads, tempo_cache=sm.params.tempo_cache,
+             dub_track=sm.output.track)

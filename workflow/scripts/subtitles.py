@@ -1,0 +1,215 @@
+"""Stage subtitles: SubRip and WebVTT files from a transcript (or, later, a translation).
+
+A Whisper segment can run 30 s; a readable cue is at most two lines of ~42 characters
+shown for at most ~7 s. Cues are cut at word boundaries using the word timestamps, so each
+cue appears exactly while its words are spoken, preferring breaks after punctuation.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pysubs2
+
+from dubflow.atomic import write_text
+
+STAGE = "subtitles"
+BREAK_AFTER = tuple(".,;:?!…。，、？！")
+MIN_CUE_S = 1.0
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cue:
+    start: float
+    end: float
+    text: str  # lines joined with "\n"
+    speaker: str | None = None
+
+
+def timed_words(segment: dict) -> list[tuple[float, float, str]]:
+    """The segment's words with their times.
+
+    The text is the source of truth: someone who corrects a misheard word edits
+    ``text`` in transcript.json. Word times are used only while the words still spell
+    that text; otherwise the text is spread over the segment by length.
+    """
+    words = [w for w in segment.get("words") or [] if w["word"].strip()]
+    if words and "".join(w["word"] for w in words).split() == segment["text"].split():
+        return [(w["start"], w["end"], w["word"]) for w in words]
+    tokens = [" " + t for t in segment["text"].split()]
+    total = sum(len(t) for t in tokens) or 1
+    span = segment["end"] - segment["start"]
+    out, t = [], segment["start"]
+    for token in tokens:
+        length = span * len(token) / total
+        out.append((t, t + length, token))
+        t += length
+    return out
+
+
+def wrap(text: str, max_chars: int, max_lines: int) -> str:
+    """Break text into at most max_lines lines, as balanced as word boundaries allow."""
+    if len(text) <= max_chars or max_lines == 1 or " " not in text:
+        return text
+    words = text.split(" ")
+    best, best_width = text, len(text)
+    for i in range(1, len(words)):
+        first, rest = " ".join(words[:i]), " ".join(words[i:])
+        rest = wrap(rest, max_chars, max_lines - 1)
+        width = max(len(line) for line in [first, *rest.split("\n")])
+        if width < best_width:
+            best, best_width = f"{first}\n{rest}", width
+    return best
+
+
+def speaker_label(speaker: str | None, names: dict | None) -> str:
+    """A viewer-facing label: a configured name, else "Speaker 1" for SPEAKER_00."""
+    if not speaker:
+        return ""
+    if names and speaker in names:
+        return str(names[speaker])
+    digits = "".join(ch for ch in speaker if ch.isdigit())
+    return f"Speaker {int(digits) + 1}" if digits else speaker
+
+
+def segment_cues(segment: dict, max_chars: int, max_lines: int, max_duration: float,
+                 label: str = "") -> list[Cue]:
+    """Greedy cue building over words, closing early after punctuation past half a cue.
+
+    A speaker label rides along as a zero-length first word, so it counts against the
+    line budget like any other text and is wrapped with it.
+    """
+    budget = max_chars * max_lines
+    cues: list[Cue] = []
+    current: list[tuple[float, float, str]] = []
+    speaker = segment.get("speaker")
+
+    def close() -> None:
+        if current:
+            text = "".join(w for _, _, w in current).strip()
+            cues.append(Cue(current[0][0], current[-1][1], wrap(text, max_chars, max_lines),
+                            speaker))
+            current.clear()
+
+    words = timed_words(segment)
+    if label and words:
+        words.insert(0, (words[0][0], words[0][0], f"{label}:"))
+    for word in words:
+        candidate = "".join(w for _, _, w in current + [word]).strip()
+        too_long = len(candidate) > budget or (current and word[1] - current[0][0] > max_duration)
+        if current and too_long:
+            close()
+        current.append(word)
+        text = "".join(w for _, _, w in current).strip()
+        if text.endswith(BREAK_AFTER) and len(text) > budget / 2:
+            close()
+    close()
+    return cues
+
+
+def reading_time(cue: Cue, max_cps: float) -> float:
+    """Seconds a viewer needs to read the cue at max_cps characters per second."""
+    return len(cue.text.replace("\n", " ")) / max_cps
+
+
+def pace(cues: list[Cue], max_chars: int, max_lines: int, max_duration: float,
+         max_cps: float, min_gap: float) -> list[Cue]:
+    """Give fast cues time to be read, without ever overlapping the next cue.
+
+    A cue that is too fast is first extended into the silence after it (keeping a small
+    gap, and at most max_duration); if that is not enough, it is merged with the next cue
+    of the same speaker when the two fit one cue's budget, so the pair shares their time.
+    Speech is never delayed: starts stay where the words start.
+    """
+    budget = max_chars * max_lines
+    out: list[Cue] = []
+    i = 0
+    while i < len(cues):
+        cue = Cue(cues[i].start, cues[i].end, cues[i].text, cues[i].speaker)
+        i += 1
+        while True:
+            following = cues[i] if i < len(cues) else None
+            limit = following.start - min_gap if following else cue.start + max_duration
+            wanted = cue.start + max(MIN_CUE_S, reading_time(cue, max_cps))
+            cue.end = max(cue.end, min(wanted, limit, cue.start + max_duration))
+            if cue.end - cue.start >= reading_time(cue, max_cps) or following is None:
+                break
+            joined = f"{cue.text} {following.text}".replace("\n", " ")
+            if (following.speaker != cue.speaker or len(joined) > budget
+                    or following.end - cue.start > max_duration):
+                break
+            cue = Cue(cue.start, following.end, wrap(joined, max_chars, max_lines), cue.speaker)
+            i += 1
+        out.append(cue)
+    # Words can touch across segments; a cue never runs into the next one.
+    for cue, following in zip(out, out[1:]):
+        cue.end = max(cue.start, min(cue.end, following.start))
+    return out
+
+
+def build_cues(segments: list[dict], max_chars: int, max_lines: int, max_duration: float,
+               max_cps: float = 17.0, min_gap: float = 0.08, speaker_labels: bool = False,
+               speaker_names: dict | None = None) -> list[Cue]:
+    cues: list[Cue] = []
+    previous = None
+    for segment in segments:
+        speaker = segment.get("speaker")
+        label = speaker_label(speaker, speaker_names) if speaker_labels and speaker != previous else ""
+        previous = speaker
+        cues += segment_cues(segment, max_chars, max_lines, max_duration, label)
+    return pace(cues, max_chars, max_lines, max_duration, max_cps, min_gap)
+
+
+def to_ssafile(cues: list[Cue]) -> pysubs2.SSAFile:
+    subs = pysubs2.SSAFile()
+    for cue in cues:
+        subs.append(pysubs2.SSAEvent(
+            start=pysubs2.make_time(s=cue.start),
+            end=pysubs2.make_time(s=cue.end),
+            text=cue.text.replace("\n", r"\N"),
+        ))
+    return subs
+
+
+def cues_for(text_json: str | Path, subtitles: dict) -> tuple[list[dict], list[Cue]]:
+    """Read segments (transcript) or lines (translation) and cut them into cues."""
+    document = json.loads(Path(text_json).read_text(encoding="utf-8"))
+    segments = document.get("segments", document.get("lines", []))
+    cues = build_cues(
+        segments, subtitles["max_chars_per_line"], subtitles["max_lines"],
+        subtitles["max_duration_s"], max_cps=subtitles.get("max_cps", 17.0),
+        min_gap=subtitles.get("min_gap_s", 0.08),
+        speaker_labels=subtitles.get("speaker_labels", False),
+        speaker_names=subtitles.get("speaker_names") or {},
+    )
+    return segments, cues
+
+
+def run(text_json: str | Path, subtitles: dict, srt_path: str | Path | None = None,
+        vtt_path: str | Path | None = None, ass_path: str | Path | None = None) -> list[Cue]:
+    """Write the asked-for formats (SubRip, WebVTT, Advanced SubStation) with the same cues."""
+    segments, cues = cues_for(text_json, subtitles)
+    subs = to_ssafile(cues)
+    for path, fmt in ((srt_path, "srt"), (vtt_path, "vtt"), (ass_path, "ass")):
+        if path:
+            write_text(path, subs.to_string(fmt))
+    log.info("%d segments -> %d cues", len(segments), len(cues))
+    return cues
+
+
+if "snakemake" in globals():
+    from dubflow.rule_runner import run_rule
+
+    sm = snakemake  # noqa: F821 - injected by Snakemake's script: directive
+    run_rule(
+        sm,
+        STAGE,
+        run,
+        text_json=sm.input.text,
+        subtitles=sm.params.subtitles,
+        srt_path=sm.output.get("srt"),
+        vtt_path=sm.output.get("vtt"),
+        ass_path=sm.output.get("ass"),
+    )

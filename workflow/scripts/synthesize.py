@@ -1,0 +1,450 @@
+"""Stage synthesize: one WAV per translated line, in each speaker's own voice.
+
+work/{name}/{lang}/translation.json -> work/{name}/{lang}/tts/ with ``{id}.wav`` per line
+and ``lines.json`` (voice, duration, cache key per line) for the mix stage.
+
+Synthesis is the slow part of a re-run after an edit, and Snakemake deletes the whole
+``tts/`` folder before it runs this job again, so the audio of every line is cached
+outside the rule's outputs (``tts.cache_dir``), under a hash of everything the audio
+depends on: text, voice, model file, speed and language. Fixing one line of a 2-hour
+film re-synthesizes that line only; the others are hard-linked from the cache.
+
+The folder is built as a hidden sibling and renamed into place when complete, so a
+killed job never leaves a folder that looks finished.
+"""
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from dubflow import tts_backends as tb
+from dubflow import voices
+from dubflow.progress import Progress
+from dubflow.atomic import atomic_path, write_json
+from dubflow.errors import ConfigError, InputError
+
+STAGE = "synthesize"
+# Bump when the audio written for the same inputs changes (trimming, level, format), so
+# old cache entries are not mixed with new ones.
+CACHE_FORMAT = "dubflow-tts-1"
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+TARGET_RMS_DBFS = -20.0  # speech level of every line, whatever the backend
+PEAK_LIMIT = 0.95
+TRIM_FLOOR_DB = -45.0  # below the line's peak: silence at the ends is cut below this
+TRIM_KEEP_S = 0.03  # ...keeping this much around the speech, so onsets are not clipped
+MIN_REFERENCE_S = 3.0  # Coqui cloning needs at least this much of the speaker's voice
+MAX_REFERENCE_S = 15.0
+log = logging.getLogger(__name__)
+
+__all__ = ["STAGE", "check_voices", "run"]
+
+
+def check_voices(language: str, tts: dict) -> None:
+    """Parse-time check of the voices for one language (see voices.check_voices)."""
+    voices.check_voices(language, tts)
+
+
+# ---------------------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Line:
+    id: str
+    speaker: str
+    start: float
+    end: float
+    text: str
+
+
+def read_translation(path: str | Path) -> tuple[dict, list[Line]]:
+    """translation.json and its lines; InputError names the file and what is wrong."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"{path} cannot be read as JSON (stage {STAGE}): {error}; delete it and re-run "
+            f"so the translate stage writes it again"
+        ) from None
+    raw = data.get("lines") if isinstance(data, dict) else None
+    if not isinstance(raw, list):
+        raise InputError(
+            f"{path} has no 'lines' list (stage {STAGE}); it was not written by the translate "
+            f"stage, so delete it and re-run"
+        )
+    lines, seen = [], set()
+    for number, item in enumerate(raw, start=1):
+        try:
+            line = Line(
+                id=str(item["id"]),
+                speaker=str(item.get("speaker") or "SPEAKER_00"),
+                start=float(item.get("start", 0.0)),
+                end=float(item.get("end", 0.0)),
+                text=" ".join(str(item.get("text") or "").split()),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InputError(
+                f"line {number} of {path} lacks an 'id' or has non-numeric times (stage "
+                f"{STAGE}); fix that line or re-run the translate stage"
+            ) from None
+        if not SAFE_ID.match(line.id) or line.id in seen:
+            problem = "is used twice" if line.id in seen else "cannot name a file"
+            raise InputError(
+                f"line id {line.id!r} in {path} {problem} (stage {STAGE}); ids must be "
+                f"unique and made of letters, digits, '_', '-' or '.', like 0001"
+            )
+        seen.add(line.id)
+        lines.append(line)
+    return data, lines
+
+
+# ---------------------------------------------------------------------------------------
+# Audio
+# ---------------------------------------------------------------------------------------
+
+
+def finish_audio(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Trim silence at the ends and bring the line to one speech level.
+
+    Synthesisers pad lines with silence (Piper ~0.1 s) and speak at different levels
+    (espeak-ng variants differ by 8 dB); the mix stage places each line at its source
+    time and fits it to the slot, so a line should start when its speech starts and
+    every voice should arrive at the same level.
+    """
+    audio = np.nan_to_num(np.asarray(audio, dtype=np.float32).reshape(-1))
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak < 1e-6:
+        return np.zeros(max(1, int(0.05 * rate)), dtype=np.float32)
+    loud = np.flatnonzero(np.abs(audio) > peak * 10 ** (TRIM_FLOOR_DB / 20))
+    keep = int(TRIM_KEEP_S * rate)
+    audio = audio[max(0, loud[0] - keep): loud[-1] + 1 + keep]
+    frame = max(1, int(0.02 * rate))
+    frames = audio[: len(audio) // frame * frame].reshape(-1, frame) if len(audio) >= frame else audio[None, :]
+    energy = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    active = energy[energy > energy.max() * 0.1]  # the voiced part, not the pauses
+    rms = float(np.sqrt(np.mean(active ** 2))) if active.size else peak
+    gain = 10 ** (TARGET_RMS_DBFS / 20) / max(rms, 1e-6)
+    gain = min(gain, PEAK_LIMIT / peak)
+    return (audio * gain).astype(np.float32)
+
+
+def cache_key(text: str, voice: voices.Voice, speed: float, language: str,
+              reference: str | None = None) -> str:
+    """sha256 of everything the line's audio depends on."""
+    payload = {
+        "format": CACHE_FORMAT,
+        "text": text,
+        "voice": str(voice.spec),
+        "backend": voice.backend,
+        "model": voice.identity,
+        "speed": round(float(speed), 6),
+        "language": language,
+        "reference": reference,
+    }
+    return hashlib.sha256(
+        json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    ).hexdigest()
+
+
+def cache_path(cache_dir: str | Path, key: str) -> Path:
+    return Path(cache_dir) / key[:2] / f"{key}.wav"
+
+
+def read_cached(path: Path) -> Any:
+    """The cached WAV's header, or None if it is absent or unreadable (then re-made)."""
+    try:
+        return sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError, OSError):
+        return None
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """Hard link (no extra disk, instant); copy where links are impossible."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
+
+
+# ---------------------------------------------------------------------------------------
+# Voices and backends for one job
+# ---------------------------------------------------------------------------------------
+
+
+class Engines:
+    """The backends of one job, each loaded on first use and then reused for all lines.
+
+    Lines are synthesized on ``threads`` worker threads. Piper sessions run concurrently
+    (onnxruntime releases the GIL; see PiperBackend); espeak-ng and Coqui run one line
+    at a time behind their locks (a global C synthesiser; a torch model that already
+    uses the rule's threads).
+    """
+
+    def __init__(self, tts: dict, language: str, threads: int) -> None:
+        self.tts, self.language, self.threads = tts, language, max(1, threads)
+        self._loaded: dict[Any, Any] = {}
+        self._load_lock = threading.Lock()
+        self._coqui_lock = threading.Lock()
+
+    def get(self, voice: voices.Voice):
+        key = (voice.backend, str(voice.model_path))
+        with self._load_lock:
+            if key not in self._loaded:
+                log.info("loading %s voice %s", voice.backend, voice.model_path or voice.spec.name)
+                if voice.backend == "piper":
+                    self._loaded[key] = tb.load_piper(str(voice.model_path),
+                                                      str(voice.config_path), voice.identity)
+                elif voice.backend == "espeak":
+                    self._loaded[key] = tb.ESpeakBackend()
+                else:
+                    self._loaded[key] = self._coqui()
+            return self._loaded[key]
+
+    def coqui(self) -> tb.CoquiBackend:
+        with self._load_lock:
+            return self._coqui()
+
+    def _coqui(self) -> tb.CoquiBackend:
+        key = ("coqui", "model")
+        if key not in self._loaded:
+            coqui = self.tts["coqui"]
+            folder = voices.coqui_model_dir(self.tts)
+            self._loaded[key] = tb.CoquiBackend(folder, coqui.get("language_code"), self.threads,
+                                                default_speaker=coqui.get("speaker"))
+        return self._loaded[key]
+
+    def coqui_speakers(self) -> list[str]:
+        """The Coqui model's speakers, read from its folder when possible (a cached
+        re-run then never loads the model)."""
+        names = tb.coqui_speaker_names(voices.coqui_model_dir(self.tts))
+        return self.coqui().speakers if names is None else names
+
+    def synthesize(self, voice: voices.Voice, text: str, speed: float,
+                   reference: Path | None, seed: int) -> tuple[np.ndarray, int]:
+        engine = self.get(voice)
+        if voice.backend == "coqui":
+            def speak(t, spec, s):
+                with self._coqui_lock:
+                    return engine.synthesize(t, spec, s, language=self.language,
+                                             reference=reference, seed=seed)
+        else:
+            speak = engine.synthesize
+        return tb.shift_voice(speak, text, voice.spec, speed)
+
+
+def choose_voices(lines: list[Line], language: str, tts: dict, engines: Engines,
+                  clone: bool) -> dict[str, voices.Voice]:
+    """speaker -> Voice for the speakers of this file, every spec checked up front."""
+    speakers = list(dict.fromkeys(line.speaker for line in lines))
+    table = voices.language_voices(tts, language)
+    for speaker, spec in table.items():  # a bad mapping fails before any audio is made
+        voices.resolve(spec, tts, language, f"tts.voices.{language}.{speaker}")
+    coqui_speakers = None
+    if tts["backend"] == "coqui" and not clone and any(s not in table for s in speakers):
+        coqui_speakers = engines.coqui_speakers()
+    specs = voices.assign(speakers, language, tts, coqui_speakers, clone=clone)
+    chosen = {}
+    for speaker, spec in specs.items():
+        key = f"tts.voices.{language}.{speaker if speaker in table else 'default'}"
+        chosen[speaker] = voices.resolve(spec, tts, language, key)
+        if chosen[speaker].backend == "coqui" and chosen[speaker].spec.name:
+            known = engines.coqui_speakers()
+            if chosen[speaker].spec.name not in known:
+                raise ConfigError(
+                    f"{key} names the Coqui speaker '{chosen[speaker].spec.name}', which the "
+                    f"model {tts['coqui']['model_dir']} does not have (stage {STAGE}); use "
+                    f"one of: {', '.join(known[:8]) or 'none (single-speaker model)'}"
+                )
+    for speaker, voice in chosen.items():
+        log.info("voice for %s: %s", speaker, voice)
+    return chosen
+
+
+def clone_references(lines: list[Line], audio_path: str | Path | None, folder: Path,
+                     speakers: list[str]) -> dict[str, tuple[Path, str]]:
+    """Each speaker's own clean speech, cut from the analysis WAV, for voice cloning.
+
+    Clean means the line overlaps no other speaker's line; the longest lines come first
+    (a few long stretches clone better than many short ones), up to MAX_REFERENCE_S.
+    Returns speaker -> (wav path, content hash); speakers with too little speech are
+    left out and fall back to the model's own voice.
+    """
+    if audio_path is None:
+        return {}
+    from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
+
+    audio = read_analysis_wav(audio_path, STAGE)
+    references = {}
+    for number, speaker in enumerate(speakers):
+        own = [line for line in lines if line.speaker == speaker and line.end > line.start]
+        others = [line for line in lines if line.speaker != speaker]
+        clean = [line for line in own
+                 if not any(o.start < line.end and line.start < o.end for o in others)]
+        pieces, total = [], 0.0
+        for line in sorted(clean, key=lambda c: (c.start - c.end, c.start)):
+            piece = audio[int(line.start * ANALYSIS_RATE): int(line.end * ANALYSIS_RATE)]
+            pieces.append(piece)
+            total += len(piece) / ANALYSIS_RATE
+            if total >= MAX_REFERENCE_S:
+                break
+        if total < MIN_REFERENCE_S:
+            log.warning("speaker %s has only %.1f s of clean speech: not cloned", speaker, total)
+            continue
+        gap = np.zeros(int(0.2 * ANALYSIS_RATE), dtype=np.float32)
+        joined = np.concatenate([x for piece in pieces for x in (piece, gap)])
+        path = folder / f"speaker{number}.wav"
+        sf.write(str(path), joined, ANALYSIS_RATE, subtype="PCM_16")
+        references[speaker] = (path, hashlib.sha256(joined.tobytes()).hexdigest())
+    return references
+
+
+# ---------------------------------------------------------------------------------------
+# The output folder
+# ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def building(output_dir: str | Path):
+    """A hidden sibling folder that becomes ``output_dir`` only if the block succeeds."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{output_dir.name}.partial-"
+    for stale in output_dir.parent.glob(prefix + "*"):  # left by a SIGKILLed job
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=output_dir.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if output_dir.exists():  # Snakemake removes it first; a direct call may not
+            old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+            os.replace(output_dir, old / output_dir.name)
+            os.replace(tmp, output_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, output_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """One line to synthesize into the cache (lines with the same key share one job)."""
+
+    text: str
+    voice: voices.Voice
+    reference: Path | None
+    path: Path
+    seed: int
+
+
+def make(job: Job, engines: Engines, speed: float) -> None:
+    """Synthesize one line into the cache, atomically (concurrent jobs may share keys)."""
+    audio, rate = engines.synthesize(job.voice, job.text, speed, job.reference, job.seed)
+    with atomic_path(job.path) as tmp:
+        sf.write(str(tmp), finish_audio(audio, rate), rate, subtype="PCM_16")
+    # Outputs are hard links to this file: read-only, so that editing a wav in tts/
+    # fails instead of silently changing the cache under every other run.
+    os.chmod(job.path, 0o444)
+
+
+def make_all(jobs: list[Job], engines: Engines, speed: float) -> None:
+    """Run the jobs on the rule's threads; the first failure stops the rest."""
+    progress = Progress(len(jobs), "synthesized", " lines", logger=log)
+    if engines.threads == 1 or len(jobs) < 2:
+        for done, job in enumerate(jobs, 1):
+            make(job, engines, speed)
+            progress.update(done)
+        return
+    with ThreadPoolExecutor(max_workers=engines.threads) as pool:
+        futures = [pool.submit(make, job, engines, speed) for job in jobs]
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                future.result()
+                progress.update(done)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def run(translation_path: str | Path, output_dir: str | Path, language: str, tts: dict,
+        audio_path: str | Path | None = None, threads: int = 1) -> list[dict]:
+    """Synthesize every line of translation.json into ``output_dir``; return lines.json."""
+    tts = voices.settings(tts)
+    data, lines = read_translation(translation_path)
+    target = data.get("target_language")
+    if target and str(target) != language:
+        log.warning("%s is for language %s, synthesizing it as %s", translation_path, target, language)
+    engines = Engines(tts, language, threads)
+    speed = tts["speed"]
+    cache_dir = Path(tts["cache_dir"])
+    clone = tts["backend"] == "coqui" and bool(tts["coqui"].get("clone"))
+    spoken = [line for line in lines if line.text]
+    chosen = choose_voices(lines, language, tts, engines, clone) if lines else {}
+    with tempfile.TemporaryDirectory(prefix="dubflow-ref-") as scratch, building(output_dir) as folder:
+        cloned = [s for s, v in chosen.items() if v.backend == "coqui" and not v.spec.name]
+        references = clone_references(lines, audio_path, Path(scratch), cloned) if clone else {}
+        entries, jobs = [], {}
+        for line in lines:
+            voice = chosen[line.speaker]
+            entry = {"id": line.id, "speaker": line.speaker, "start": line.start,
+                     "end": line.end, "text": line.text, "voice": str(voice.spec),
+                     "backend": voice.backend, "wav": None, "duration_s": None,
+                     "sample_rate": None, "cache_key": None, "cached": False}
+            if line.text:
+                reference, ref_hash = references.get(line.speaker, (None, None))
+                key = cache_key(line.text, voice, speed, language, ref_hash)
+                path = cache_path(cache_dir, key)
+                # A repeated line ("Yes.") is made once and counts as cached after that.
+                entry.update(cache_key=key, cached=key in jobs or read_cached(path) is not None)
+                if not entry["cached"]:
+                    jobs[key] = Job(line.text, voice, reference, path, int(key[:8], 16))
+            entries.append(entry)
+        make_all(list(jobs.values()), engines, speed)
+        for entry in entries:
+            if entry["cache_key"]:
+                path = cache_path(cache_dir, entry["cache_key"])
+                info = sf.info(str(path))
+                link_or_copy(path, folder / f"{entry['id']}.wav")
+                entry.update(wav=f"{entry['id']}.wav", sample_rate=info.samplerate,
+                             duration_s=round(info.frames / info.samplerate, 4))
+        write_json(folder / "lines.json", entries)
+    log.info("%d lines: %d synthesized, %d from cache", len(spoken), len(jobs), len(spoken) - len(jobs))
+    return entries
+
+
+if "snakemake" in globals():
+    from dubflow.rule_runner import run_rule
+
+    sm = snakemake  # noqa: F821 - injected by Snakemake's script: directive
+    run_rule(
+        sm,
+        STAGE,
+        run,
+        translation_path=sm.input.translation,
+        output_dir=sm.output.tts,
+        language=sm.wildcards.lang,
+        tts=sm.params.tts,
+        audio_path=sm.input.audio,
+        threads=sm.threads,
+    )
