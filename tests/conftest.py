@@ -19,6 +19,21 @@ TEST_LINES = [
 ]
 
 
+def default_config() -> dict:
+    """config/config.yaml with every schema default filled in, as the workflow sees it."""
+    import yaml
+
+    from dubflow.settings import validate_config
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    validate_config(config, ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    return config
+
+
+def default_asr(**changes) -> dict:
+    return {**default_config()["asr"], **changes}
+
+
 def pytest_sessionstart(session):
     """The models are built by `make setup`; build them here too so plain pytest works."""
     if not (BASE / "model.bin").is_file() or not (TINY_EN / "model.bin").is_file():
@@ -74,5 +89,4 @@ def no_audio_video(media_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_asr() -> dict:
-    return {"model": str(TINY_EN), "compute_type": "int8", "beam_size": 5, "vad": True,
-            "initial_prompt": None, "hotwords": None, "low_confidence_logprob": -1.0}
+    return default_asr(model=str(TINY_EN))

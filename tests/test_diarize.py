@@ -353,10 +353,10 @@ def test_importing_does_not_send_telemetry():
 def analyse_speech(audio, tmp_path):
     """diarize + transcribe (Whisper base) as the workflow chains them."""
     import transcribe
-    from conftest import BASE
+    from conftest import BASE, default_asr
 
     turns = diarize.run(audio, tmp_path / "speakers.rttm", {}, threads=THREADS)
-    asr = {"model": str(BASE), "compute_type": "int8", "beam_size": 5, "vad": True}
+    asr = default_asr(model=str(BASE))
     result = transcribe.run(audio, tmp_path / "transcript.json", asr, "auto", threads=THREADS,
                             rttm_path=tmp_path / "speakers.rttm")
     return turns, result

@@ -5,6 +5,7 @@ import json
 import pysubs2
 
 import subtitles
+from conftest import default_config
 
 
 def word_segment(text, start=0.0, per_word=0.4):
@@ -66,7 +67,7 @@ def test_run_writes_srt_and_vtt_that_parse_back(tmp_path):
                                                   word_segment("Ünïcode — fine; \"quotes\" too.", 3.0)]}
     src = tmp_path / "transcript.json"
     src.write_text(json.dumps(transcript, ensure_ascii=False), encoding="utf-8")
-    subtitles.run(src, {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0},
+    subtitles.run(src, default_config()["subtitles"],
                   srt_path=tmp_path / "x.en.srt", vtt_path=tmp_path / "x.en.vtt")
     for suffix in ("srt", "vtt"):
         parsed = pysubs2.load(str(tmp_path / f"x.en.{suffix}"), encoding="utf-8")
@@ -78,7 +79,7 @@ def test_run_writes_srt_and_vtt_that_parse_back(tmp_path):
 def test_empty_transcript_gives_empty_but_valid_files(tmp_path):
     src = tmp_path / "t.json"
     src.write_text(json.dumps({"language": "en", "segments": []}))
-    subtitles.run(src, {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0},
+    subtitles.run(src, default_config()["subtitles"],
                   srt_path=tmp_path / "e.srt", vtt_path=tmp_path / "e.vtt")
     assert len(pysubs2.load(str(tmp_path / "e.srt"), format_="srt")) == 0
     assert (tmp_path / "e.vtt").read_text().startswith("WEBVTT")
@@ -128,7 +129,31 @@ def test_speaker_labels_mark_each_change_of_speaker():
 def test_ass_is_written_when_asked(tmp_path):
     src = tmp_path / "t.json"
     src.write_text(json.dumps({"lines": [{"start": 1.0, "end": 3.0, "text": "Olá mundo."}]}))
-    subtitles.run(src, {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7.0},
+    subtitles.run(src, default_config()["subtitles"],
                   ass_path=tmp_path / "a.ass")
     parsed = pysubs2.load(str(tmp_path / "a.ass"), encoding="utf-8")
     assert [e.plaintext for e in parsed] == ["Olá mundo."] and parsed[0].start == 1000
+
+
+def test_no_cue_ends_after_the_media():
+    """A one-word cue 'now.' at 29.6 s of a 30.0 s video ran to 30.6 s and made the mkv
+    30.6 s long; cues stop at the media's end."""
+    segments = [{"start": 29.6, "end": 29.9, "text": "now.", "words": []}]
+    cues = subtitles.build_cues(segments, 42, 2, 7.0, media_end=30.0)
+    assert [c.text for c in cues] == ["now."] and cues[0].end == 30.0
+    assert subtitles.build_cues(segments, 42, 2, 7.0)[0].end == 30.6  # without the limit
+    late = [{"start": 30.2, "end": 30.5, "text": "ghost", "words": []}]
+    assert subtitles.build_cues(late, 42, 2, 7.0, media_end=30.0) == []
+
+
+def test_fast_line_starts_early_then_uses_the_condensed_text():
+    text = "Eu acho que nós deveríamos voltar para casa agora mesmo"  # 55 characters
+    tight = {"start": 10.0, "end": 12.0, "text": text, "words": []}
+    before = {"start": 5.0, "end": 8.0, "text": "Olá.", "words": []}
+    after = {"start": 12.1, "end": 14.0, "text": "Sim.", "words": [], "speaker": "B"}
+    cues = subtitles.build_cues([before, tight, after], 42, 2, 7.0, max_lead=0.5)
+    assert cues[1].start == 9.5 and subtitles.cps(cues[1]) > 21  # early, still too fast
+    condensed = dict(tight, condensed="Vamos voltar para casa já")
+    cues = subtitles.build_cues([before, condensed, after], 42, 2, 7.0, max_lead=0.5)
+    assert cues[1].text.replace("\n", " ") == "Vamos voltar para casa já"
+    assert all(subtitles.cps(c) <= 21 for c in cues)

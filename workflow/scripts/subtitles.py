@@ -149,17 +149,57 @@ def pace(cues: list[Cue], max_chars: int, max_lines: int, max_duration: float,
     return out
 
 
+def readable_text(segment: dict, max_cps: float) -> dict:
+    """The segment, with its condensed translation when the full one cannot be read in
+    the time it is spoken (translate writes ``condensed`` for lines it had to shorten)."""
+    condensed = segment.get("condensed")
+    span = max(segment["end"] - segment["start"], 1e-3)
+    if condensed and len(segment["text"]) / span > max_cps:
+        return {**segment, "text": condensed, "words": []}
+    return segment
+
+
+def lead_in(cues: list[Cue], hard_max_cps: float, max_lead: float, min_gap: float) -> None:
+    """A cue still too fast to read appears up to ``max_lead`` s before its words, in the
+    silence before it (never over the previous cue): shown early beats shown unreadable."""
+    for i, cue in enumerate(cues):
+        need = reading_time(cue, hard_max_cps) - (cue.end - cue.start)
+        if need <= 0:
+            continue
+        floor = cues[i - 1].end + min_gap if i else 0.0
+        cue.start = max(floor, cue.start - min(need, max_lead), 0.0)
+
+
+def within_media(cues: list[Cue], media_end: float | None) -> list[Cue]:
+    """No cue runs past the end of the media: a cue there would lengthen the mkv."""
+    if not media_end:
+        return cues
+    kept = [cue for cue in cues if cue.start < media_end - 0.05]
+    for cue in kept:
+        cue.end = min(cue.end, media_end)
+    return kept
+
+
 def build_cues(segments: list[dict], max_chars: int, max_lines: int, max_duration: float,
                max_cps: float = 17.0, min_gap: float = 0.08, speaker_labels: bool = False,
-               speaker_names: dict | None = None) -> list[Cue]:
+               speaker_names: dict | None = None, hard_max_cps: float = 21.0,
+               max_lead: float = 0.5, media_end: float | None = None) -> list[Cue]:
     cues: list[Cue] = []
     previous = None
     for segment in segments:
+        segment = readable_text(segment, hard_max_cps)
         speaker = segment.get("speaker")
         label = speaker_label(speaker, speaker_names) if speaker_labels and speaker != previous else ""
         previous = speaker
         cues += segment_cues(segment, max_chars, max_lines, max_duration, label)
-    return pace(cues, max_chars, max_lines, max_duration, max_cps, min_gap)
+    cues = pace(cues, max_chars, max_lines, max_duration, max_cps, min_gap)
+    lead_in(cues, hard_max_cps, max_lead, min_gap)
+    return within_media(cues, media_end)
+
+
+def cps(cue: Cue) -> float:
+    """Characters per second of a cue as shown (line breaks count as a space)."""
+    return len(cue.text.replace("\n", " ")) / max(cue.end - cue.start, 1e-3)
 
 
 def to_ssafile(cues: list[Cue]) -> pysubs2.SSAFile:
@@ -183,6 +223,8 @@ def cues_for(text_json: str | Path, subtitles: dict) -> tuple[list[dict], list[C
         min_gap=subtitles.get("min_gap_s", 0.08),
         speaker_labels=subtitles.get("speaker_labels", False),
         speaker_names=subtitles.get("speaker_names") or {},
+        hard_max_cps=subtitles["hard_max_cps"], max_lead=subtitles["max_lead_s"],
+        media_end=document.get("duration_s"),
     )
     return segments, cues
 
@@ -195,7 +237,13 @@ def run(text_json: str | Path, subtitles: dict, srt_path: str | Path | None = No
     for path, fmt in ((srt_path, "srt"), (vtt_path, "vtt"), (ass_path, "ass")):
         if path:
             write_text(path, subs.to_string(fmt))
-    log.info("%d segments -> %d cues", len(segments), len(cues))
+    fast = [c for c in cues if cps(c) > subtitles["hard_max_cps"] + 0.05]
+    log.info("%d segments -> %d cues, fastest %.1f characters/s", len(segments), len(cues),
+             max((cps(c) for c in cues), default=0.0))
+    if fast:
+        log.warning("%d cue(s) read faster than %s characters/s (first at %.1f s): the text "
+                    "is longer than the time it is spoken; shorten it in edits/",
+                    len(fast), subtitles["hard_max_cps"], fast[0].start)
     return cues
 
 

@@ -15,6 +15,7 @@ from dubflow.atomic import write_json
 from dubflow.errors import InputError
 from dubflow.progress import Progress
 from dubflow.records import Segment, Transcript, Word  # noqa: F401 - re-exported
+from dubflow.sentences import sentence_lines, sentence_share
 from dubflow.languages import UNDETERMINED
 from dubflow.whisper_model import check_whisper_model, load_model  # noqa: F401 - stage API
 from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
@@ -173,6 +174,11 @@ def run(audio_path: str | Path, transcript_path: str | Path, asr: dict,
         transcript.segments = split_by_speaker(transcript.segments, read_rttm(rttm_path))
         log.info("speaker labels: %d segments -> %d single-speaker segments", before,
                  len(transcript.segments))
+    before = len(transcript.segments)
+    transcript.segments = sentence_lines(transcript.segments, asr["line_max_pause_s"],
+                                         asr["line_max_s"])
+    log.info("sentence lines: %d segments -> %d lines, %.0f %% ending a sentence", before,
+             len(transcript.segments), 100 * sentence_share(transcript.segments))
     write_json(transcript_path, transcript.to_dict())
     return transcript
 

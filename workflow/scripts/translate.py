@@ -540,6 +540,7 @@ def run(transcript_path, output_path, target_language: str, translation: dict,
     document = {
         "source_language": source,
         "target_language": target_language,
+        "duration_s": transcript.get("duration_s"),
         "backend": engine.backend,
         "model": engine.model,
         "lines": [asdict(line) for line in lines],
