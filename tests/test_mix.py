@@ -152,8 +152,23 @@ def test_placement_row_is_json_ready():
     row = fit.plan([line("a", 1.0, 2.0, 1.23456789)], 1.25, 10.0)[0].to_dict()
     assert row == {"id": "a", "start": 1.0, "slot_s": 1.0, "available_s": 9.0,
                    "natural_s": 1.235, "borrowed_s": 0.235, "speed": 1.0, "trimmed_s": 0.0,
-                   "flags": ["borrowed"]}
+                   "flags": ["borrowed"], "lead_s": 0.0}
     json.dumps(row)
+
+
+def test_a_line_that_does_not_fit_leads_into_the_silence_before_it_then_speeds_up():
+    lines = [line("a", 0.0, 1.0, 0.8), line("b", 3.0, 4.0, 1.6), line("c", 4.2, 6.0, 1.0)]
+    a, b, c = fit.plan(lines, 1.25, 10.0, 0.05, max_lead_s=0.3)
+    # b has 1.15 s before c; it starts 0.3 s early (a ended at 0.8 s), then is sped up.
+    assert a.flags == [] and b.lead_s == pytest.approx(0.3) and b.start == pytest.approx(2.7)
+    assert b.available_s == pytest.approx(1.45) and b.speed == pytest.approx(1.6 / 1.45)
+    assert b.flags == ["borrowed", "led", "sped_up"] and b.trimmed_s == 0.0
+    # never into the line before: a lead stops at the previous line's end plus the gap
+    tight = fit.plan([line("a", 0.0, 1.0, 1.0), line("b", 1.1, 1.5, 1.0)], 1.25, 1.6, 0.05,
+                     max_lead_s=0.3)
+    assert tight[1].lead_s == pytest.approx(0.05) and tight[1].start >= tight[0].end + 0.05 - 1e-9
+    # a line that fits does not move
+    assert fit.plan([line("a", 2.0, 3.0, 0.5)], 1.25, 10, max_lead_s=0.3)[0].start == 2.0
 
 
 # --------------------------------------------------------------------------------------
@@ -369,8 +384,12 @@ def test_fit_report_flags_each_kind_of_line(speech_mix):
     assert rows[1]["played_s"] == rows[1]["natural_s"] < rows[1]["slot_s"]  # not stretched
     assert 1.1 < rows[3]["speed"] < 1.2
     assert rows[4]["speed"] == 1.25 and rows[4]["trimmed_s"] > 0.3
-    assert report["summary"] == {"lines": 6, "borrowed": 3, "sped_up": 2, "trimmed": 1,
-                                 "max_speed": 1.25}
+    cut = rows[4]["cut"]  # cut between two words, and the report says which were lost
+    assert cut["at_pause"] and 0 < cut["dropped_share"] < 1, cut
+    assert cut["kept_s"] <= rows[4]["available_s"] + 0.001
+    assert all("cut" not in row for i, row in enumerate(rows) if i != 4)
+    assert report["summary"] == {"lines": 6, "borrowed": 3, "led": 0, "sped_up": 2,
+                                 "trimmed": 1, "max_speed": 1.25}
     for (start, _, _, _), row in zip(speech_mix["lines"], rows):
         assert row["start"] == start and row["text"] and row["speaker"] and row["voice"]
     for a, b in itertools.pairwise(rows):
@@ -618,3 +637,18 @@ def test_missing_lines_json_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match=r"lines.json is not a valid line list \(no 'end'\)"):
         mix.run(source, tmp_path / "tts", tmp_path / "dub.wav", tmp_path / "fit.json", {})
     assert not (tmp_path / "dub.wav").exists()
+
+
+def test_a_cut_falls_in_the_last_pause_between_words_that_fits():
+    rate = 16000
+    word = np.sin(2 * np.pi * 200 * np.arange(int(0.3 * rate)) / rate).astype(np.float32)
+    pause = np.zeros(int(0.1 * rate), dtype=np.float32)
+    audio = np.concatenate([word, pause, word, pause, word])  # words end 0.3, 0.7, 1.1 s
+    cut = mix.last_pause(audio, int(0.9 * rate), rate)  # room ends inside the third word
+    assert 0.7 * rate <= cut <= 0.8 * rate  # in the second pause, not in a word
+    assert mix.speech_share_after(audio, cut, rate) == pytest.approx(1 / 3, abs=0.05)
+    one_word = np.concatenate([word, word, word])
+    assert mix.last_pause(one_word, int(0.5 * rate), rate) == int(0.5 * rate)  # no pause
+    record = mix.cut_record({"kept_s": 0.75, "at_pause": True, "dropped_share": 1 / 3},
+                            "um dois três")
+    assert record["dropped_words"] == "três"

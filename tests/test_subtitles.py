@@ -153,7 +153,7 @@ def test_fast_line_starts_early_then_uses_the_condensed_text():
     after = {"start": 12.1, "end": 14.0, "text": "Sim.", "words": [], "speaker": "B"}
     cues = subtitles.build_cues([before, tight, after], 42, 2, 7.0, max_lead=0.5)
     assert cues[1].start == 9.5 and subtitles.cps(cues[1]) > 21  # early, still too fast
-    condensed = dict(tight, condensed="Vamos voltar para casa já")
+    condensed = dict(tight, text="Vamos voltar para casa já", full_text=text)
     cues = subtitles.build_cues([before, condensed, after], 42, 2, 7.0, max_lead=0.5)
     assert cues[1].text.replace("\n", " ") == "Vamos voltar para casa já"
     assert all(subtitles.cps(c) <= 21 for c in cues)

@@ -480,3 +480,23 @@ def test_finish_audio_trims_and_levels():
     rms = 20 * np.log10(np.sqrt(np.mean(out ** 2)))
     assert abs(rms - synthesize.TARGET_RMS_DBFS) < 0.5
     assert len(synthesize.finish_audio(np.zeros(100, dtype=np.float32), rate)) > 0
+
+
+def test_a_line_too_long_for_its_room_is_spoken_again_faster(tmp_path):
+    """The first line has 1.2 s before the next starts; at its own pace it needs more, so
+    the voice is asked for up to 1.25x; the second line has room and is left alone."""
+    long_text = "Bom dia a todos, obrigado por terem vindo tão cedo hoje de manhã."
+    path = tmp_path / "translation.json"
+    lines = [{"id": "0001", "speaker": "SPEAKER_00", "start": 1.0, "end": 2.0,
+              "source": "...", "text": long_text, "edited": False},
+             {"id": "0002", "speaker": "SPEAKER_00", "start": 2.25, "end": 6.0,
+              "source": "...", "text": "Sim.", "edited": False}]
+    path.write_text(json.dumps({"target_language": "pt", "lines": lines}))
+    plain = synthesize.run(path, tmp_path / "plain", "pt", tts_config(tmp_path))
+    boosted = synthesize.run(path, tmp_path / "tts", "pt",
+                             tts_config(tmp_path, max_speed_boost=1.25))
+    assert "engine_speed" not in plain[0] and plain[0]["duration_s"] > 1.2 * 1.25
+    assert boosted[0]["engine_speed"] == 1.25
+    assert boosted[0]["duration_s"] < plain[0]["duration_s"] / 1.15
+    assert "engine_speed" not in boosted[1]
+    assert boosted[1]["duration_s"] == plain[1]["duration_s"]

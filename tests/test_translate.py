@@ -141,7 +141,7 @@ def test_bergamot_document_and_no_postprocess_corruption(tmp_path):
     assert [line["id"] for line in lines] == ["0001", "0002", "0003"]
     assert lines[0] == {"id": "0001", "speaker": "SPEAKER_00", "start": 1.0, "end": 3.2,
                         "source": "The keys are in the car.", "text": lines[0]["text"],
-                        "edited": False}
+                        "edited": False, "full_text": None, "condensed_source": None}
     assert "no carro" in lines[0]["text"] and "não" not in lines[0]["text"]
     assert lines[1]["text"] == "" and lines[1]["source"] == ""
     assert "na mesa" in lines[2]["text"]

@@ -19,5 +19,6 @@ rule translate:
     params:
         translation=lambda wc: settings_for(wc.name)["translation"],
         asr=lambda wc: settings_for(wc.name)["asr"],
+        speed_boost=lambda wc: settings_for(wc.name)["tts"]["max_speed_boost"],
     script:
         "../scripts/translate.py"

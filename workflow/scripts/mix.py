@@ -65,8 +65,13 @@ DEFAULTS = {
     "channels": 2,
     "duck_db": 12.0,
     "fade_ms": 30.0,
+    "max_lead_s": 0.0,
     "separation_model": None,
 }
+#: A pause between words: this long and this far below the line's peak. A line that must
+#: be cut is cut in the last such pause that fits, so no word is cut in half.
+PAUSE_MIN_S = 0.04
+PAUSE_FLOOR_DB = -30.0
 #: Silence kept between a line that borrows time and the next line.
 GAP_S = 0.05
 #: The control track is written this many seconds at a time.
@@ -122,6 +127,7 @@ class MixSettings:
     channels: int
     duck_db: float
     fade_ms: float
+    max_lead_s: float = 0.0
 
 
 def settings(mix: dict | None) -> MixSettings:
@@ -165,6 +171,7 @@ def settings(mix: dict | None) -> MixSettings:
         channels=channels,
         duck_db=number("duck_db", 0, 60),
         fade_ms=number("fade_ms", 0, 5000),
+        max_lead_s=number("max_lead_s", 0, 2),
     )
 
 
@@ -240,6 +247,7 @@ def _reason(error: Exception) -> str:
 def line_audio(
     placement: fit.Placement, wav: Path, cfg: MixSettings, workdir: Path,
     ffmpeg: dict | None, tempo_cache: Path | None = None, control_rate: int | None = None,
+    cuts: dict | None = None,
 ) -> np.ndarray:
     """One line as mono float32 at the control track's rate: sped up, resampled, cut to
     its room."""
@@ -258,8 +266,46 @@ def line_audio(
     mono = resample(mono, rate, control_rate)
     room = room_frames(placement, control_rate)
     if len(mono) > room:
-        mono = fade_out(mono[:room], int(cfg.fade_ms / 1000 * control_rate))
+        cut = last_pause(mono, room, control_rate)
+        if cuts is not None:
+            cuts[placement.id] = {"kept_s": round(cut / control_rate, 3),
+                                  "at_pause": cut < room,
+                                  "dropped_share": round(speech_share_after(mono, cut,
+                                                                            control_rate), 3)}
+        mono = fade_out(mono[:cut], int(cfg.fade_ms / 1000 * control_rate))
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _frame_levels(audio: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+    """RMS in dB below the line's peak, per 10 ms frame."""
+    hop = max(1, rate // 100)
+    frames = audio[: len(audio) // hop * hop].reshape(-1, hop).astype(np.float64)
+    rms = np.sqrt((frames ** 2).mean(axis=1)) + 1e-9
+    return 20 * np.log10(rms / (rms.max() if len(rms) else 1.0)), hop
+
+
+def last_pause(audio: np.ndarray, room: int, rate: int) -> int:
+    """Where to cut a line that needs more than ``room`` frames: the middle of the last
+    pause between words that ends inside the room, so the line ends on a whole word;
+    ``room`` itself when the line has no such pause (one long word: flagged by the caller)."""
+    levels, hop = _frame_levels(audio, rate)
+    quiet = levels < PAUSE_FLOOR_DB
+    need = max(1, round(PAUSE_MIN_S * rate / hop))
+    last_frame = min(room // hop, len(quiet))
+    best, run = None, 0
+    for i in range(last_frame):
+        run = run + 1 if quiet[i] else 0
+        if run >= need and np.any(~quiet[: i - run + 1]):  # speech before it: between words
+            best = (i - run // 2) * hop
+    return min(best, room) if best else room
+
+
+def speech_share_after(audio: np.ndarray, cut: int, rate: int) -> float:
+    """Share of the line's voiced frames after ``cut``: how much of it the viewer loses."""
+    levels, hop = _frame_levels(audio, rate)
+    voiced = levels >= PAUSE_FLOOR_DB
+    total = int(voiced.sum())
+    return float(voiced[cut // hop:].sum()) / total if total else 0.0
 
 
 def sped_up(wav: Path, placement: fit.Placement, workdir: Path, ffmpeg: dict | None,
@@ -399,14 +445,15 @@ def gain_envelope(first: int, count: int, rate: int, intervals: list[tuple[float
 def placed_lines(
     placements: list[fit.Placement], tts_dir: Path, wavs: dict[str, str], cfg: MixSettings,
     workdir: Path, ffmpeg: dict | None, tempo_cache: Path | None = None,
-    control_rate: int | None = None,
+    control_rate: int | None = None, cuts: dict | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(first frame, audio) per line in time order, prepared only when the writer needs it."""
+    """(first frame, audio) per line in time order, prepared only when the writer needs it.
+    Lines that had to be cut are recorded in ``cuts`` (id -> where and how much)."""
     control_rate = control_rate or cfg.sample_rate
     previous_end = 0
     for p in placements:
         audio = line_audio(p, tts_dir / wavs[p.id], cfg, workdir, ffmpeg, tempo_cache,
-                           control_rate)
+                           control_rate, cuts)
         start = round(p.start * control_rate)
         # fit.plan guarantees this; a violation would mean two voices on top of each other.
         assert start >= previous_end, f"line {p.id} overlaps the line before it"
@@ -688,7 +735,8 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
         )
     duration = info.duration_s
     lines = read_lines(tts_dir)
-    placements = fit.plan(lines, cfg.max_speedup, duration, GAP_S)
+    placements = fit.plan(lines, cfg.max_speedup, duration, GAP_S, cfg.max_lead_s)
+    cuts: dict[str, dict] = {}
     by_id = {str(line["id"]): line for line in lines}
     log.info("%d lines placed over %.1f s: %s", len(placements), duration,
              fit.summary(placements))
@@ -704,7 +752,8 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
             wavs = {p.id: str(by_id[p.id]["wav"]) for p in placements}
             write_control(control, rate, frames,
                           placed_lines(placements, tts_dir, wavs, cfg, workdir, ffmpeg,
-                                       Path(tempo_cache) if tempo_cache else None, rate),
+                                       Path(tempo_cache) if tempo_cache else None, rate,
+                                       cuts),
                           duck_intervals(placements), cfg.duck_db)
         else:
             log.warning("%s has no lines to place, so the dub of %s is its original mix, "
@@ -719,7 +768,9 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
         "lines": [
             {**p.to_dict(), "played_s": round(p.played_s, 3),
              "text": by_id[p.id].get("text"), "speaker": by_id[p.id].get("speaker"),
-             "voice": by_id[p.id].get("voice")}
+             "voice": by_id[p.id].get("voice"),
+             "engine_speed": by_id[p.id].get("engine_speed"),
+             **({"cut": cut_record(cuts[p.id], by_id[p.id].get("text"))} if p.id in cuts else {})}
             for p in placements
         ],
         "summary": fit.summary(placements),
@@ -732,6 +783,14 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
     }
     write_json(fit_json, report)
     return report
+
+
+def cut_record(cut: dict, text: str | None) -> dict:
+    """What the viewer loses of a cut line: its last words, estimated from the share of
+    the line's speech after the cut (the engines give no word timings)."""
+    words = (text or "").split()
+    dropped = min(len(words), round(cut["dropped_share"] * len(words)))
+    return {**cut, "dropped_words": " ".join(words[len(words) - dropped:]) if dropped else ""}
 
 
 if "snakemake" in globals():

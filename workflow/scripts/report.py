@@ -49,8 +49,10 @@ TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 STAGE_ORDER = ("extract", "diarize", "transcribe", "translate", "subtitles", "synthesize",
                "mix", "mux", "report")
 NO_SPEAKER = "(unlabelled)"  # diarization off or failed: lines still get a row
-FLAG_LABELS = {"borrowed": ("bo", "borrowed"), "sped_up": ("sp", "sped up"),
-               "trimmed": ("tr", "trimmed"), "unvoiced": ("bo", "not voiced")}
+FLAG_LABELS = {"condensed": ("bo", "condensed"), "voice_faster": ("bo", "voice faster"),
+               "borrowed": ("bo", "borrowed"), "led": ("bo", "started early"),
+               "sped_up": ("sp", "sped up"), "trimmed": ("tr", "trimmed"),
+               "unvoiced": ("bo", "not voiced")}
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +79,8 @@ class DubLine:
     flags: list[str] = field(default_factory=list)
     low_confidence: bool = False
     confidence_note: str = ""
+    full_text: str = ""  # the whole translation when the voiced text was condensed
+    dropped_words: str = ""  # what a cut line lost (estimated)
 
     @property
     def placed_end(self) -> float:
@@ -211,6 +215,10 @@ def merge_lines(translation: dict, fit: dict, segments: list[dict]) -> list[DubL
         flags = {str(flag) for flag in f.get("flags") or []} | derived_flags(f)
         if fit and key not in fits:
             flags.add("unvoiced")  # the mix had nothing to play for it (e.g. empty text)
+        if line.get("full_text"):
+            flags.add("condensed")
+        if f.get("engine_speed"):
+            flags.add("voice_faster")
         segment = source_segment(index, start, end) or {}
         logprob = number(segment.get("avg_logprob"))
         merged.append(DubLine(
@@ -234,6 +242,8 @@ def merge_lines(translation: dict, fit: dict, segments: list[dict]) -> list[DubL
             + sorted(flags - set(FLAG_LABELS)),
             low_confidence=bool(segment.get("low_confidence")),
             confidence_note=f"avg log-prob {logprob:.2f}" if logprob is not None else "",
+            full_text=str(line.get("full_text") or ""),
+            dropped_words=str((f.get("cut") or {}).get("dropped_words") or ""),
         ))
     return sorted(merged, key=lambda line: (line.start, line.id))
 
@@ -562,6 +572,10 @@ def line_row(line: DubLine, colours: dict[str, int]) -> str:
                     else "low ASR confidence")
         source_cell = f'<td class="x lc" title="{title}"><b class="k k-lc">low conf</b>'
     edited = '<b class="k k-ed">edited</b>' if line.edited else ""
+    if line.full_text:  # the whole translation the voiced text was condensed from
+        edited += f'<i title="full translation">{esc(line.full_text)}</i><br>'
+    if line.dropped_words:
+        edited += f'<b class="k k-tr" title="cut at a pause">lost: {esc(line.dropped_words)}</b> '
     over = (line.natural_s is not None and line.slot_s is not None
             and line.natural_s > line.slot_s + 1e-3)
     length_cell = (f'<td class="n{" over" if over else ""}">'

@@ -150,12 +150,13 @@ def pace(cues: list[Cue], max_chars: int, max_lines: int, max_duration: float,
 
 
 def readable_text(segment: dict, max_cps: float) -> dict:
-    """The segment, with its condensed translation when the full one cannot be read in
-    the time it is spoken (translate writes ``condensed`` for lines it had to shorten)."""
-    condensed = segment.get("condensed")
+    """A condensed line (translate voiced a shorter ``text`` and kept ``full_text``) shows
+    its full translation when that can be read in the time it is spoken, else what is
+    heard."""
+    full = segment.get("full_text")
     span = max(segment["end"] - segment["start"], 1e-3)
-    if condensed and len(segment["text"]) / span > max_cps:
-        return {**segment, "text": condensed, "words": []}
+    if full and len(full) / span <= max_cps:
+        return {**segment, "text": full, "words": []}
     return segment
 
 

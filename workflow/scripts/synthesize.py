@@ -47,6 +47,7 @@ TRIM_FLOOR_DB = -45.0  # below the line's peak: silence at the ends is cut below
 TRIM_KEEP_S = 0.03  # ...keeping this much around the speech, so onsets are not clipped
 MIN_REFERENCE_S = 3.0  # Coqui cloning needs at least this much of the speaker's voice
 MAX_REFERENCE_S = 15.0
+ROOM_GAP_S = 0.05  # the mix stage's gap between one line's end and the next one's start
 log = logging.getLogger(__name__)
 
 __all__ = ["STAGE", "check_voices", "run"]
@@ -355,11 +356,13 @@ class Job:
     reference: Path | None
     path: Path
     seed: int
+    speed: float | None = None  # None: the stage's tts.speed
 
 
 def make(job: Job, engines: Engines, speed: float) -> None:
     """Synthesize one line into the cache, atomically (concurrent jobs may share keys)."""
-    audio, rate = engines.synthesize(job.voice, job.text, speed, job.reference, job.seed)
+    audio, rate = engines.synthesize(job.voice, job.text, job.speed or speed, job.reference,
+                                     job.seed)
     with atomic_path(job.path) as tmp:
         sf.write(str(tmp), finish_audio(audio, rate), rate, subtype="PCM_16")
     # Outputs are hard links to this file: read-only, so that editing a wav in tts/
@@ -385,6 +388,47 @@ def make_all(jobs: list[Job], engines: Engines, speed: float) -> None:
             for future in futures:
                 future.cancel()
             raise
+
+
+def line_rooms(lines: list[Line], gap_s: float = ROOM_GAP_S) -> dict[str, float]:
+    """Seconds each spoken line may last before the next one starts: its slot and the
+    silence after it (the mix stage may also lead into the silence before; not counted)."""
+    spoken = sorted((line for line in lines if line.text), key=lambda line: (line.start, line.id))
+    rooms = {}
+    for line, following in zip(spoken, spoken[1:] + [None]):
+        limit = following.start - gap_s if following else float("inf")
+        rooms[line.id] = max(line.end - line.start, limit - line.start, 0.0)
+    return rooms
+
+
+def speak_faster_where_needed(entries: list[dict], lines: list[Line], chosen: dict,
+                              tts: dict, language: str, references: dict) -> list[Job]:
+    """Lines too long for their room are spoken again by the engine at up to
+    ``tts.max_speed_boost`` times the pace: a voice asked to speak faster sounds better
+    than the same audio time-stretched afterwards (the mix stage's last resort)."""
+    boost = float(tts.get("max_speed_boost") or 1.0)
+    if boost <= 1.0:
+        return []
+    rooms, by_id = line_rooms(lines), {line.id: line for line in lines}
+    cache_dir, jobs = Path(tts["cache_dir"]), {}
+    for entry in entries:
+        if not entry["cache_key"]:
+            continue
+        info = sf.info(str(cache_path(cache_dir, entry["cache_key"])))
+        natural, room = info.frames / info.samplerate, rooms[entry["id"]]
+        if natural <= room + 0.01:
+            continue
+        line, voice = by_id[entry["id"]], chosen[entry["speaker"]]
+        factor = min(natural / room, boost) if room > 0 else boost
+        line_speed = round(tts["speed"] * factor, 3)
+        reference, ref_hash = references.get(line.speaker, (None, None))
+        key = cache_key(line.text, voice, line_speed, language, ref_hash)
+        path = cache_path(cache_dir, key)
+        entry.update(cache_key=key, engine_speed=line_speed,
+                     cached=key in jobs or read_cached(path) is not None)
+        if not entry["cached"]:
+            jobs[key] = Job(line.text, voice, reference, path, int(key[:8], 16), line_speed)
+    return list(jobs.values())
 
 
 def run(translation_path: str | Path, output_dir: str | Path, language: str, tts: dict,
@@ -421,6 +465,8 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
                     jobs[key] = Job(line.text, voice, reference, path, int(key[:8], 16))
             entries.append(entry)
         make_all(list(jobs.values()), engines, speed)
+        faster = speak_faster_where_needed(entries, lines, chosen, tts, language, references)
+        make_all(faster, engines, speed)
         for entry in entries:
             if entry["cache_key"]:
                 path = cache_path(cache_dir, entry["cache_key"])
@@ -429,7 +475,8 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
                 entry.update(wav=f"{entry['id']}.wav", sample_rate=info.samplerate,
                              duration_s=round(info.frames / info.samplerate, 4))
         write_json(folder / "lines.json", entries)
-    log.info("%d lines: %d synthesized, %d from cache", len(spoken), len(jobs), len(spoken) - len(jobs))
+    log.info("%d lines: %d synthesized, %d from cache, %d spoken again faster", len(spoken),
+             len(jobs), len(spoken) - len(jobs), sum("engine_speed" in e for e in entries))
     return entries
 
 

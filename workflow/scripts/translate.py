@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
+from dubflow import condense
 from dubflow.atomic import write_json
 from dubflow.device import resolve_device
 from dubflow.errors import ConfigError, InputError, ModelError
@@ -68,6 +69,8 @@ class Line:
     source: str
     text: str = ""
     edited: bool = False
+    full_text: str | None = None  # the whole translation, when ``text`` had to be condensed
+    condensed_source: str | None = None  # the source without fillers, when that was used
 
 
 @dataclass(frozen=True)
@@ -497,32 +500,82 @@ def translate_lines(lines: list[Line], source: str, target: str, translation: di
         from dubflow.wav import read_analysis_wav
 
         audio = read_analysis_wav(audio_path, STAGE)
-    misses: list[tuple[Line, str]] = []
-    for line in todo:
-        payload = line.source
-        if audio is not None:  # Whisper hears the audio, not the transcript text
-            payload = hashlib.sha256(audio_slice(audio, line.start, line.end).tobytes()).hexdigest()
-        key = cache_key(engine, source, target, glossary, payload)
-        cached = cache_get(cache_dir, key)
-        if cached is None:
-            misses.append((line, key))
-        else:
-            line.text = cached
-            counts["cached"] += 1
-    if misses:
-        translate = load_engine(engine, source, target, translation, asr, audio, glossary,
-                                threads)
-        texts = translate([line for line, _ in misses])
-        for (line, key), text in zip(misses, texts, strict=True):
-            line.text = text
-            cache_put(cache_dir, key, line, text)
-        counts["translated"] = len(misses)
+    translate = None
+
+    def fill(batch: list[Line], source_of) -> list[str]:
+        """Translations of ``batch`` (their text ``source_of(line)``): cache, then engine."""
+        nonlocal translate
+        results: dict[int, str] = {}
+        misses: list[tuple[int, Line, str]] = []
+        for index, line in enumerate(batch):
+            payload = source_of(line)
+            if audio is not None:  # Whisper hears the audio, not the transcript text
+                payload = hashlib.sha256(audio_slice(audio, line.start, line.end).tobytes()).hexdigest()
+            key = cache_key(engine, source, target, glossary, payload)
+            cached = cache_get(cache_dir, key)
+            if cached is None:
+                misses.append((index, line, key))
+            else:
+                results[index] = cached
+                counts["cached"] += 1
+        if misses:
+            translate = translate or load_engine(engine, source, target, translation, asr,
+                                                 audio, glossary, threads)
+            asked = [Line(line.id, line.speaker, line.start, line.end, source_of(line))
+                     for _, line, _ in misses]
+            for (index, _, key), line, text in zip(misses, asked, translate(asked), strict=True):
+                results[index] = text
+                cache_put(cache_dir, key, line, text)
+            counts["translated"] += len(misses)
+        return [results[i] for i in range(len(batch))]
+
+    for line, text in zip(todo, fill(todo, lambda line: line.source), strict=True):
+        line.text = text
+    counts["condensed"] = condense_lines(lines, todo, source, target, translation, fill,
+                                         whisper=engine.backend == "whisper")
     return engine, counts
 
 
+def condense_lines(lines: list[Line], todo: list[Line], source: str, target: str,
+                   translation: dict, fill, whisper: bool = False) -> int:
+    """Condense the translations predicted not to fit their time (see condense.py);
+    return how many were. ``fill`` translates a batch of lines from a given source text."""
+    settings = translation.get("condense") or {}
+    if not settings.get("enabled"):
+        return 0
+    room = condense.rooms([condense.Span(line.id, line.start, line.end)
+                           for line in lines if line.text or line.source])
+    budget = settings["chars_per_second"] * settings["speed_boost"]
+    over = [line for line in todo if line.text
+            and condense.predicted_s(line.text, budget) > room[line.id] + 0.05]
+    fillers = (settings.get("fillers") or {}).get(source, [])
+    shorter_source = {line.id: condense.drop_fillers(line.source, fillers) for line in over}
+    retry = [line for line in over if not whisper and shorter_source[line.id] != line.source]
+    retried = dict(zip([line.id for line in retry],
+                       fill(retry, lambda line: shorter_source[line.id]) if retry else []))
+    table = (settings.get("shorten") or {}).get(target, {})
+    count = 0
+    for line in over:
+        candidate = condense.shorten(retried.get(line.id, line.text), table)
+        if len(candidate) < len(line.text):
+            line.full_text, line.text = line.text, candidate
+            if line.id in retried:
+                line.condensed_source = shorter_source[line.id]
+            count += 1
+    if over:
+        log.info("%d line(s) predicted too long for their time; %d condensed", len(over), count)
+    return count
+
+
 def run(transcript_path, output_path, target_language: str, translation: dict,
-        asr: dict | None = None, audio_path=None, edits_path=None, threads: int = 1) -> dict:
-    """Translate transcript.json into translation.json (see the module docstring)."""
+        asr: dict | None = None, audio_path=None, edits_path=None, threads: int = 1,
+        speed_boost: float = 1.0) -> dict:
+    """Translate transcript.json into translation.json (see the module docstring).
+
+    ``speed_boost`` is tts.max_speed_boost: a line is condensed only when even the voice
+    speaking that much faster would not fit it."""
+    translation = {**translation,
+                   "condense": {**(translation.get("condense") or {}), "speed_boost": speed_boost}}
     transcript = read_transcript(transcript_path)
     source = transcript.get("language") or "und"
     lines = transcript_lines(transcript)
@@ -568,4 +621,5 @@ if "snakemake" in globals():
         audio_path=sm.input.audio,
         edits_path=sm.input.get("edits"),
         threads=sm.threads,
+        speed_boost=sm.params.speed_boost,
     )

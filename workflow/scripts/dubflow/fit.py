@@ -8,10 +8,15 @@ fits a line that is too long in the least audible way first:
    stretched (slow speech sounds worse than a pause);
 2. a longer line first borrows the silence after its slot, up to ``gap_s`` before the next
    line starts (or up to the end of the media for the last line);
-3. if it still does not fit, it is sped up (pitch preserved, by the mix stage) by
+3. then it starts earlier, up to ``max_lead_s``, into the silence before it (never before
+   the previous line has ended);
+4. if it still does not fit, it is sped up (pitch preserved, by the mix stage) by
    ``natural / available``, but never by more than ``max_speedup``;
-4. only then is it cut at the available time (with a fade) and flagged, so the QA report
-   can point a human at it.
+5. only then is it cut (by the mix stage, at the last pause between words that fits, with
+   a fade) and flagged, so the QA report can point a human at it.
+
+Before any of this, the synthesize stage has already asked the voice itself to speak a
+line that would not fit faster (``tts.max_speed_boost``): that sounds better than step 4.
 
 This module is pure: numbers in, numbers out, no audio and no files, so every rule above
 is unit-tested directly.
@@ -32,7 +37,7 @@ class Placement:
     """How one synthesized line is placed in the dub (also a row of fit.json)."""
 
     id: str
-    start: float  # the source line's start, absolute seconds; never shifted
+    start: float  # where the line starts playing: the source line's start minus lead_s
     slot_s: float  # the source line's own length (end - start)
     available_s: float  # room before the next line (minus the gap) or the media end
     natural_s: float  # length of the synthesized audio as it came from TTS
@@ -40,6 +45,7 @@ class Placement:
     speed: float  # tempo factor applied (1.0 = untouched, never below 1.0)
     trimmed_s: float  # seconds cut off the (sped-up) line's end
     flags: list[str] = field(default_factory=list)
+    lead_s: float = 0.0  # seconds started before the source line, in the silence before it
 
     @property
     def played_s(self) -> float:
@@ -53,14 +59,16 @@ class Placement:
     def to_dict(self) -> dict[str, Any]:
         """The fit.json row: times rounded to the millisecond, speed to four decimals."""
         row = asdict(self)
-        for key in ("start", "slot_s", "available_s", "natural_s", "borrowed_s", "trimmed_s"):
+        for key in ("start", "slot_s", "available_s", "natural_s", "borrowed_s", "trimmed_s",
+                    "lead_s"):
             row[key] = round(row[key], 3)
         row["speed"] = round(row["speed"], 4)
         return row
 
 
 def plan(
-    lines: list[dict], max_speedup: float, media_end_s: float, gap_s: float = 0.05
+    lines: list[dict], max_speedup: float, media_end_s: float, gap_s: float = 0.05,
+    max_lead_s: float = 0.0,
 ) -> list[Placement]:
     """One placement per line that has a wav, in start order; see the module docstring.
 
@@ -78,7 +86,7 @@ def plan(
         (line for line in lines if line.get("wav")),
         key=lambda line: (float(line["start"]), str(line["id"])),
     )
-    placements = []
+    placements: list[Placement] = []
     for i, line in enumerate(voiced):
         start = float(line["start"])
         slot = max(0.0, float(line["end"]) - start)
@@ -87,14 +95,16 @@ def plan(
         else:
             limit = media_end_s
         available = max(0.0, limit - start)
+        previous_end = placements[-1].end + gap_s if placements else 0.0
+        lead_room = max(0.0, min(max_lead_s, start - previous_end))
         placements.append(fit_line(str(line["id"]), start, slot, available,
-                                   float(line["duration_s"]), max_speedup))
+                                   float(line["duration_s"]), max_speedup, lead_room))
     return placements
 
 
 def fit_line(
     line_id: str, start: float, slot_s: float, available_s: float, natural_s: float,
-    max_speedup: float,
+    max_speedup: float, lead_room_s: float = 0.0,
 ) -> Placement:
     """Fit one line into ``available_s`` seconds: as is, borrowed, sped up, then trimmed.
 
@@ -104,6 +114,10 @@ def fit_line(
     """
     if not math.isfinite(natural_s) or natural_s < 0:
         raise ValueError(f"line {line_id}: natural length {natural_s!r} is not a duration")
+    lead = 0.0
+    if natural_s > available_s + EPSILON_S and lead_room_s > EPSILON_S:
+        lead = min(lead_room_s, natural_s - available_s)
+        start, available_s = start - lead, available_s + lead
     if natural_s <= available_s + EPSILON_S:
         speed, played = 1.0, natural_s
     else:
@@ -112,12 +126,14 @@ def fit_line(
     trimmed = max(0.0, played - available_s)
     if trimmed <= EPSILON_S:
         trimmed = 0.0
-    borrowed = max(0.0, min(played, available_s) - slot_s)
+    borrowed = max(0.0, min(played, available_s) - lead - slot_s)
     if borrowed <= EPSILON_S:
         borrowed = 0.0
     flags = []
     if borrowed:
         flags.append("borrowed")
+    if lead:
+        flags.append("led")
     if speed > 1.0:
         flags.append("sped_up")
     if trimmed:
@@ -132,6 +148,7 @@ def fit_line(
         speed=speed,
         trimmed_s=trimmed,
         flags=flags,
+        lead_s=lead,
     )
 
 
@@ -140,6 +157,7 @@ def summary(placements: list[Placement]) -> dict[str, Any]:
     return {
         "lines": len(placements),
         "borrowed": sum("borrowed" in p.flags for p in placements),
+        "led": sum("led" in p.flags for p in placements),
         "sped_up": sum("sped_up" in p.flags for p in placements),
         "trimmed": sum("trimmed" in p.flags for p in placements),
         "max_speed": round(max((p.speed for p in placements), default=1.0), 4),
