@@ -42,6 +42,13 @@ def settings_for(name):
     return dubflow_settings.settings_for(config, SAMPLES.get(name))
 
 
+def mix_bed(wildcards):
+    """What the dub is mixed over: the separated bed, or the original mix."""
+    if settings_for(wildcards.name)["mix"]["separation"] == "none":
+        return f"work/{wildcards.name}/source.wav"
+    return f"work/{wildcards.name}/bed.wav"
+
+
 def video_path(wildcards):
     try:
         return dubflow_settings.input_video(
@@ -80,6 +87,11 @@ def report_inputs(wildcards):
             f"work/{wildcards.name}/{lang}/translation.json" for lang in targets
         ],
         "fits": [f"work/{wildcards.name}/{lang}/fit.json" for lang in targets],
+        "separation": (
+            []
+            if settings_for(wildcards.name)["mix"]["separation"] == "none"
+            else [f"work/{wildcards.name}/separation.json"]
+        ),
     }
 
 

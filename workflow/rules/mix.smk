@@ -1,7 +1,7 @@
 rule mix:
     """Lines at their source times, fitted to their slots, over the ducked original, at target loudness."""
     input:
-        source="work/{name}/source.wav",
+        source=mix_bed,
         tts="work/{name}/{lang}/tts",
     output:
         dub="work/{name}/{lang}/dub.wav",

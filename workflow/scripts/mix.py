@@ -63,11 +63,14 @@ DEFAULTS = {
     "max_speedup": 1.25,
     "sample_rate": 48000,
     "channels": 2,
-    "duck_db": 12.0,
+    "duck_db": "auto",
     "fade_ms": 30.0,
     "max_lead_s": 0.0,
-    "separation_model": None,
+    "separation": "none",
 }
+#: How far the bed is ducked under a line with duck_db: auto: a separated bed has (nearly)
+#: no speech left to hide, so it only makes room for the voice.
+AUTO_DUCK_DB = {"spleeter": 8.0, "none": 12.0}
 #: A pause between words: this long and this far below the line's peak. A line that must
 #: be cut is cut in the last such pause that fits, so no word is cut in half.
 PAUSE_MIN_S = 0.04
@@ -133,12 +136,13 @@ class MixSettings:
 def settings(mix: dict | None) -> MixSettings:
     """Read the ``mix:`` section; the schema checks it too, but tests pass plain dicts."""
     merged = {**DEFAULTS, **(mix or {})}
-    if merged["separation_model"] is not None:
+    if merged["separation"] not in AUTO_DUCK_DB:
         raise ConfigError(
-            f"mix.separation_model is {merged['separation_model']!r}, but music/voice "
-            "separation is not supported yet (no offline separator is installed); set it "
-            "to null to duck the original mix under the dub instead."
+            f"mix.separation is {merged['separation']!r}, but it must be one of "
+            f"{', '.join(AUTO_DUCK_DB)}."
         )
+    if merged["duck_db"] == "auto":
+        merged["duck_db"] = AUTO_DUCK_DB[merged["separation"]]
 
     def number(key: str, low: float, high: float) -> float:
         value = merged[key]

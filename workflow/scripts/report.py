@@ -707,8 +707,23 @@ def timings_html(timings: list[Timing], duration: float) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
+def separation_html(separation: dict | None) -> str:
+    """How much of the original dialogue the bed under the dub still holds."""
+    if not separation:
+        return ('<p class="note">Dialogue separation is off (mix.separation: none): the dub '
+                'plays over the original mix, ducked under each line, and the original voices '
+                'play between lines.</p>')
+    bleed = number(separation.get("bleed_db"))
+    figure = (f"{bleed:.1f} dB relative to the source's" if bleed is not None
+              else "not measured (no speech found in the first minutes)")
+    return (f'<p class="note">Dialogue separation: {esc(str(separation.get("method")))}, '
+            f'RTF {fmt(number(separation.get("rtf")), "{:.3f}")}. Speech left in the bed '
+            f'under the dub: {esc(figure)} (the separator run again on the bed; lower is '
+            f'better, below -20 dB is hard to hear under a dub).</p>')
+
+
 def render(name: str, transcript: dict, turns: list[Turn], languages: list[Language],
-           timings: list[Timing]) -> str:
+           timings: list[Timing], separation: dict | None = None) -> str:
     """The whole page as one string; pure, so tests need no files but the template."""
     segments = transcript.get("segments") or []
     speakers = speaker_order(turns, segments, languages)
@@ -728,13 +743,14 @@ def render(name: str, transcript: dict, turns: list[Turn], languages: list[Langu
                     for lang in languages),
         timeline=timeline_html(turns, languages, speakers, duration),
         languages="\n".join(language_html(lang, colours) for lang in languages),
-        loudness=loudness_html(languages),
+        loudness=loudness_html(languages) + separation_html(separation),
         timings=timings_html(timings, duration),
     )
 
 
 def build(name: str, transcript: str | Path, rttm: str | Path, translations: list,
-          fits: list, benchmarks_dir: str | Path | None, output_html: str | Path) -> None:
+          fits: list, benchmarks_dir: str | Path | None, output_html: str | Path,
+          separation: list | None = None) -> None:
     """Read every stage's output for one video and write out/{name}.report.html."""
     transcript_doc = load_json(transcript, "transcribe")
     if not Path(rttm).is_file():
@@ -745,7 +761,8 @@ def build(name: str, transcript: str | Path, rttm: str | Path, translations: lis
     turns = read_rttm(rttm)
     languages = load_languages(translations, fits, transcript_doc.get("segments") or [])
     timings = read_benchmarks(benchmarks_dir)
-    page = render(name, transcript_doc, turns, languages, timings)
+    separation_doc = load_json(separation[0], "separate") if separation else None
+    page = render(name, transcript_doc, turns, languages, timings, separation_doc)
     write_text(output_html, page)
     log.info("%s: %d languages, %d lines, %d benchmark files, %.0f kB",
              output_html, len(languages), sum(len(lang.lines) for lang in languages),
@@ -767,4 +784,5 @@ if "snakemake" in globals():
         fits=list(sm.input.fits),
         benchmarks_dir=sm.params.benchmarks_dir,
         output_html=sm.output.html,
+        separation=list(sm.input.separation),
     )

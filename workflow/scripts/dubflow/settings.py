@@ -334,6 +334,10 @@ def preflight(config: dict, workflow_dir: str | Path) -> None:
         from dubflow.diarize_models import preflight as check_diarization
 
         check_diarization(config["diarization"])
+    if (config.get("mix") or {}).get("separation", "none") != "none":
+        from dubflow.separation_weights import check_weights
+
+        check_weights()
     if "ffmpeg" in config:
         from dubflow.ffmpeg_safe import check_capabilities
 

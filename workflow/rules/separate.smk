@@ -1,0 +1,21 @@
+rule separate:
+    """The source's music and effects without its dialogue: the bed the dub is mixed over."""
+    input:
+        source="work/{name}/source.wav",
+    output:
+        bed="work/{name}/bed.wav",
+        report="work/{name}/separation.json",
+    log:
+        "logs/{name}/separate.log",
+    benchmark:
+        "benchmarks/{name}/separate.tsv"
+    conda:
+        "../envs/speech.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        method=lambda wc: settings_for(wc.name)["mix"]["separation"],
+    script:
+        "../scripts/separate.py"
