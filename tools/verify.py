@@ -134,6 +134,18 @@ def check_diarization(config: dict, wav: Path) -> str:
     return f"{settings['backend']}: {len(result.turns)} turn(s) on the test speech"
 
 
+def check_separation(config: dict, wav: Path, folder: Path) -> str:
+    method = config["mix"].get("separation", "none")
+    if method == "none":
+        return "off (mix.separation: none)"
+    import separate
+
+    stats = separate.run(wav, folder / "bed.wav", folder / "separation.json", method, threads=2)
+    if stats["bleed_db"] is not None and stats["bleed_db"] > -10:
+        raise RuntimeError(f"the bed still holds the speech ({stats['bleed_db']} dB)")
+    return f"{method}: speech left in the bed {stats['bleed_db']} dB, RTF {stats['rtf']}"
+
+
 def check_translation(config: dict, folder: Path, target: str) -> str:
     import translate
 
@@ -200,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         wav = speech_wav(folder)
         check("asr", lambda: check_whisper(config, wav))
         check("diarization", lambda: check_diarization(config, wav))
+        check("separation", lambda: check_separation(config, wav, folder))
         for target in config["target_languages"]:
             check(f"translation ({target})",
                   lambda lang=target: check_translation(config, folder, lang))
