@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from conftest import default_config
 from extract import extract
 from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
 from mux import mux
@@ -48,7 +49,7 @@ def test_container_extract_and_mux(container, speech_video, tmp_path):
     transcript.write_text(json.dumps({"language": "en", "segments": [
         {"start": 0.5, "end": 2.0, "text": "Hello.", "words": []}]}))
     srt = tmp_path / "x.en.srt"
-    write_subtitles(transcript, {"max_chars_per_line": 42, "max_lines": 2, "max_duration_s": 7},
+    write_subtitles(transcript, default_config()["subtitles"],
                     srt_path=srt, vtt_path=tmp_path / "x.en.vtt")
     out = tmp_path / "out.mkv"
     mux(video, transcript, [str(srt)], out)

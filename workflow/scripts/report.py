@@ -109,6 +109,7 @@ class Language:
     summary: dict = field(default_factory=dict)
     loudness: dict = field(default_factory=dict)
     has_fit: bool = False
+    voices: dict = field(default_factory=dict)  # speaker -> source F0, voice, voice F0
 
 
 @dataclass
@@ -269,6 +270,7 @@ def load_languages(translations: list, fits: list, segments: list[dict]) -> list
             summary=fit.get("summary") if isinstance(fit.get("summary"), dict) else {},
             loudness=fit.get("loudness") if isinstance(fit.get("loudness"), dict) else {},
             has_fit=code in fit_docs,
+            voices=fit.get("voices") if isinstance(fit.get("voices"), dict) else {},
         ))
     return languages
 
@@ -610,6 +612,22 @@ def summary_counts(lang: Language) -> dict:
             for key, value in counted.items()}
 
 
+def voices_html(voices: dict, colours: dict[str, int]) -> str:
+    """Who dubs whom: each speaker's pitch in the source beside their dub voice's."""
+    if not voices:
+        return ""
+    rows = []
+    for speaker, v in sorted(voices.items()):
+        source, dub = number(v.get("source_f0_hz")), number(v.get("voice_f0_hz"))
+        apart = (f"{abs(math.log2(dub / source)):.2f}" if source and dub else "–")
+        rows.append(f"<tr><td>{swatch(speaker, colours)}{esc(speaker)}</td>"
+                    f'<td class="n">{fmt(source, "{:.0f}")}</td><td>{esc(str(v.get("voice")))}</td>'
+                    f'<td class="n">{fmt(dub, "{:.0f}")}</td><td class="n">{apart}</td></tr>')
+    return ('<table><thead><tr><th>speaker</th><th class="n">source F0 Hz</th><th>dub voice</th>'
+            '<th class="n">voice F0 Hz</th><th class="n">octaves apart</th></tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
+
+
 def language_html(lang: Language, colours: dict[str, int]) -> str:
     code = esc(lang.code)
     counts = summary_counts(lang)
@@ -630,6 +648,7 @@ def language_html(lang: Language, colours: dict[str, int]) -> str:
     if not lang.has_fit:
         parts.append('<p class="note">No fit.json for this language yet: the mix stage has not '
                      'run, so voice, timing and flags are empty.</p>')
+    parts.append(voices_html(lang.voices, colours))
     parts.append(
         f'<input type="checkbox" class="only" id="only-{code}">'
         f'<label class="only" for="only-{code}"> show only lines to check '

@@ -47,6 +47,7 @@ TRIM_FLOOR_DB = -45.0  # below the line's peak: silence at the ends is cut below
 TRIM_KEEP_S = 0.03  # ...keeping this much around the speech, so onsets are not clipped
 MIN_REFERENCE_S = 3.0  # Coqui cloning needs at least this much of the speaker's voice
 MAX_REFERENCE_S = 15.0
+VOICE_F0_PROBE_S = 20.0  # seconds of a voice's lines its pitch is measured on
 ROOM_GAP_S = 0.05  # the mix stage's gap between one line's end and the next one's start
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,12 @@ class Engines:
         with self._load_lock:
             if key not in self._loaded:
                 log.info("loading %s voice %s", voice.backend, voice.model_path or voice.spec.name)
-                if voice.backend == "piper":
+                if voice.backend == "kokoro":
+                    from dubflow.kokoro_voice import KokoroBackend
+
+                    # one session per job; lines run in parallel on the rule's threads
+                    self._loaded[key] = KokoroBackend(voice.model_path, threads=1)
+                elif voice.backend == "piper":
                     self._loaded[key] = tb.load_piper(str(voice.model_path),
                                                       str(voice.config_path), voice.identity)
                 elif voice.backend == "espeak":
@@ -237,7 +243,12 @@ class Engines:
     def synthesize(self, voice: voices.Voice, text: str, speed: float,
                    reference: Path | None, seed: int) -> tuple[np.ndarray, int]:
         engine = self.get(voice)
-        if voice.backend == "coqui":
+        if voice.backend == "kokoro":
+            pace = voice.spec.number("speed", 1.0)  # the voice's calibrated pace
+
+            def speak(t, spec, s):
+                return engine.synthesize(t, spec, s * pace, language=self.language)
+        elif voice.backend == "coqui":
             def speak(t, spec, s):
                 with self._coqui_lock:
                     return engine.synthesize(t, spec, s, language=self.language,
@@ -247,17 +258,58 @@ class Engines:
         return tb.shift_voice(speak, text, voice.spec, speed)
 
 
+def speakers_by_speech(lines: list[Line]) -> list[str]:
+    """Speakers, most speech first (ties by id): the order voices are handed out in."""
+    total: dict[str, float] = {}
+    for line in lines:
+        total[line.speaker] = total.get(line.speaker, 0.0) + max(0.0, line.end - line.start)
+    return sorted(total, key=lambda s: (-round(total[s], 3), s))
+
+
+def source_pitches(lines: list[Line], audio_path: str | Path | None) -> dict[str, float | None]:
+    """Each speaker's median F0 in the source, from their own lines in the analysis WAV."""
+    if not audio_path or not Path(audio_path).is_file():
+        return {}
+    from dubflow.voice_match import speaker_pitches
+    from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
+
+    audio = read_analysis_wav(audio_path, STAGE)
+    return speaker_pitches(audio, ANALYSIS_RATE,
+                           [(line.speaker, line.start, line.end) for line in lines])
+
+
+def voice_report(entries: list[dict], chosen: dict, pitches: dict, folder: Path) -> dict:
+    """Per speaker: their pitch in the source, the voice that dubs them and its pitch,
+    measured on up to VOICE_F0_PROBE_S of the lines it spoke (for the QA page)."""
+    from dubflow.pitch import median_f0
+
+    report = {}
+    for speaker, voice in chosen.items():
+        pieces, seconds = [], 0.0
+        for entry in entries:
+            if entry["speaker"] == speaker and entry.get("wav") and seconds < VOICE_F0_PROBE_S:
+                audio, rate = sf.read(str(folder / entry["wav"]), dtype="float32")
+                pieces.append(audio if audio.ndim == 1 else audio.mean(axis=1))
+                seconds += len(pieces[-1]) / rate
+        f0 = median_f0(np.concatenate(pieces), rate) if pieces else float("nan")
+        report[speaker] = {"source_f0_hz": pitches.get(speaker), "voice": str(voice.spec),
+                           "voice_f0_hz": None if np.isnan(f0) else round(float(f0), 1)}
+    return report
+
+
 def choose_voices(lines: list[Line], language: str, tts: dict, engines: Engines,
-                  clone: bool) -> dict[str, voices.Voice]:
+                  clone: bool, pitches: dict[str, float | None] | None = None,
+                  ) -> dict[str, voices.Voice]:
     """speaker -> Voice for the speakers of this file, every spec checked up front."""
-    speakers = list(dict.fromkeys(line.speaker for line in lines))
+    speakers = speakers_by_speech(lines)
     table = voices.language_voices(tts, language)
     for speaker, spec in table.items():  # a bad mapping fails before any audio is made
         voices.resolve(spec, tts, language, f"tts.voices.{language}.{speaker}")
     coqui_speakers = None
     if tts["backend"] == "coqui" and not clone and any(s not in table for s in speakers):
         coqui_speakers = engines.coqui_speakers()
-    specs = voices.assign(speakers, language, tts, coqui_speakers, clone=clone)
+    specs = voices.assign(speakers, language, tts, coqui_speakers, clone=clone,
+                          pitches=pitches)
     chosen = {}
     for speaker, spec in specs.items():
         key = f"tts.voices.{language}.{speaker if speaker in table else 'default'}"
@@ -444,7 +496,8 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
     cache_dir = Path(tts["cache_dir"])
     clone = tts["backend"] == "coqui" and bool(tts["coqui"].get("clone"))
     spoken = [line for line in lines if line.text]
-    chosen = choose_voices(lines, language, tts, engines, clone) if lines else {}
+    pitches = source_pitches(lines, audio_path) if lines else {}
+    chosen = choose_voices(lines, language, tts, engines, clone, pitches) if lines else {}
     with tempfile.TemporaryDirectory(prefix="dubflow-ref-") as scratch, building(output_dir) as folder:
         cloned = [s for s, v in chosen.items() if v.backend == "coqui" and not v.spec.name]
         references = clone_references(lines, audio_path, Path(scratch), cloned) if clone else {}
@@ -475,6 +528,7 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
                 entry.update(wav=f"{entry['id']}.wav", sample_rate=info.samplerate,
                              duration_s=round(info.frames / info.samplerate, 4))
         write_json(folder / "lines.json", entries)
+        write_json(folder / "voices.json", voice_report(entries, chosen, pitches, folder))
     log.info("%d lines: %d synthesized, %d from cache, %d spoken again faster", len(spoken),
              len(jobs), len(spoken) - len(jobs), sum("engine_speed" in e for e in entries))
     return entries

