@@ -24,6 +24,7 @@ EN_FILLERS = CONDENSE["fillers"]["en"]
     ("Do you know him?", "Do you know him?"),
     ("I think so.", "I think so."),
     ("Oh!", "Oh!"),  # nothing would be left: keep the line
+    ("At least you know, they call me a stranger.", "At least they call me a stranger."),
 ])
 def test_fillers_go_only_where_they_stand_as_fillers(text, expected):
     assert drop_fillers(text, EN_FILLERS) == expected

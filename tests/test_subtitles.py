@@ -157,3 +157,16 @@ def test_fast_line_starts_early_then_uses_the_condensed_text():
     cues = subtitles.build_cues([before, condensed, after], 42, 2, 7.0, max_lead=0.5)
     assert cues[1].text.replace("\n", " ") == "Vamos voltar para casa já"
     assert all(subtitles.cps(c) <= 21 for c in cues)
+
+
+def test_a_fast_cue_takes_time_the_cue_before_can_spare():
+    """Dense speech: no silence between cues, but the previous cue reads slowly enough
+    to give a little of its time to the fast one after it."""
+    slow = {"start": 12.5, "end": 15.65, "text": "That is funny, because I feel the same way "
+            "every single day.", "words": [], "speaker": "A"}
+    fast = {"start": 15.73, "end": 18.07, "text": "Do you want to get some coffee before "
+            "the next call?", "words": [], "speaker": "B"}
+    after = {"start": 18.15, "end": 22.2, "text": "Sure.", "words": [], "speaker": "A"}
+    cues = subtitles.build_cues([slow, fast, after], 42, 2, 7.0, min_gap=0.08)
+    assert all(subtitles.cps(c) <= 21.0 + 1e-6 for c in cues), cues
+    assert cues[0].end + 0.08 <= cues[1].start + 1e-9 and cues[1].start < 15.73

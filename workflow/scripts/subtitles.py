@@ -161,14 +161,20 @@ def readable_text(segment: dict, max_cps: float) -> dict:
 
 
 def lead_in(cues: list[Cue], hard_max_cps: float, max_lead: float, min_gap: float) -> None:
-    """A cue still too fast to read appears up to ``max_lead`` s before its words, in the
-    silence before it (never over the previous cue): shown early beats shown unreadable."""
+    """A cue still too fast to read appears up to ``max_lead`` s before its words: in the
+    silence before it, then in time the previous cue can spare (it keeps what it needs
+    to be read at ``hard_max_cps``). Shown a moment early beats shown unreadable."""
     for i, cue in enumerate(cues):
         need = reading_time(cue, hard_max_cps) - (cue.end - cue.start)
         if need <= 0:
             continue
-        floor = cues[i - 1].end + min_gap if i else 0.0
-        cue.start = max(floor, cue.start - min(need, max_lead), 0.0)
+        wanted = max(cue.start - min(need, max_lead), 0.0)
+        if i:
+            previous = cues[i - 1]
+            spare_end = previous.start + reading_time(previous, hard_max_cps)
+            previous.end = min(previous.end, max(spare_end, wanted - min_gap))
+            wanted = max(wanted, previous.end + min_gap)
+        cue.start = min(cue.start, wanted)
 
 
 def within_media(cues: list[Cue], media_end: float | None) -> list[Cue]:

@@ -62,6 +62,9 @@ def drop_fillers(text: str, fillers: list[str]) -> str:
             out = re.sub(_BEFORE + word + _AFTER, " ", out, flags=re.IGNORECASE).lstrip()
     for word in words:  # "it is, you know, fine": one comma goes with the filler
         out = re.sub(rf",\s*{word}\s*,", " ", out, flags=re.IGNORECASE)
+    for filler in fillers:  # "At least you know, they...": a phrase set off by its comma
+        if " " in filler.strip():
+            out = re.sub(rf"(?<!\w){re.escape(filler)}\s*,\s*", "", out, flags=re.IGNORECASE)
     out = re.sub(r"\s+([,.!?;:])", r"\1", out)
     out = re.sub(r"([,;:])\s*(?=[,.!?;:])", "", out)
     out = re.sub(r"^[\s,;:.!?]+", "", re.sub(r"\s{2,}", " ", out)).strip()
