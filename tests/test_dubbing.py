@@ -1,7 +1,8 @@
 """Acceptance: a two-speaker English video dubbed into Portuguese (and re-voiced in English).
 
-One real run of the whole graph (tiny.en ASR, bergamot en→pt, Piper and espeak-ng voices,
-the real mix and mux) shared by the checks below; the last test edits one line as a
+One real run of the whole graph with the default config (tiny.en ASR, bergamot en→pt,
+Spleeter separation, Kokoro voices matched by pitch, the real mix and mux) shared by the
+checks below; one speaker is low (Piper joe), the other high (espeak-ng f3); the last test edits one line as a
 reviewer would and checks that only that line is translated and voiced again.
 """
 
@@ -15,7 +16,7 @@ import pysubs2
 import pytest
 import soundfile as sf
 
-from conftest import BASE
+from conftest import BASE, default_asr
 from conversation import LINES, conversation, write_wav
 from demo_media import make_video, word_error_rate
 from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
@@ -85,8 +86,10 @@ def test_every_line_starts_on_time_and_none_overlap(dubbed):
         source = {line["id"]: line for line in load(work(ws, lang, "translation.json"))["lines"]}
         placed = sorted(load(work(ws, lang, "fit.json"))["lines"], key=lambda p: p["start"])
         assert len(placed) == len([s for s in source.values() if s["text"].strip()])
-        for line in placed:
-            assert abs(line["start"] - source[line["id"]]["start"]) <= 0.1
+        for line in placed:  # at its source time, or led into the silence before it
+            lead = line.get("lead_s", 0.0)
+            assert 0.0 <= lead <= 0.3 + 1e-6
+            assert abs(line["start"] + lead - source[line["id"]]["start"]) <= 0.1
         for line, following in zip(placed, placed[1:]):
             assert line["start"] + line["played_s"] <= following["start"] + 1e-3
 
@@ -119,18 +122,14 @@ def test_dub_tracks_are_at_target_loudness(dubbed, tmp_path, index):
 
 
 def test_dubs_speak_the_translation(dubbed, tmp_path):
-    """Whisper hears the English dub say the translated text (WER <= 15 %).
-
-    The English dub is re-voiced by Piper and espeak-ng over the ducked original. The
-    Portuguese dub has only espeak-ng's formant voices offline, which Whisper base hears
-    at 35-80 % WER (it even takes them for Latin), so for Portuguese the WER is printed
-    and the test below checks the signal instead: every line's audio is in the track.
-    """
+    """Whisper base hears each decoded dub track say its translation: WER <= 15 % for
+    English, <= 20 % for Portuguese (Kokoro; espeak-ng's formant voices came back at
+    35-80 %)."""
     import transcribe
     from scipy.signal import resample_poly
 
     ws, _ = dubbed
-    asr = {"model": str(BASE), "compute_type": "int8", "beam_size": 5, "vad": True}
+    asr = default_asr(model=str(BASE))
     model = transcribe.load_model(asr["model"], "int8", 2)
     for index, lang in [(1, "en"), (0, "pt")]:
         audio, rate = decoded_track(ws, index, tmp_path)
@@ -140,8 +139,31 @@ def test_dubs_speak_the_translation(dubbed, tmp_path):
         expected = [line["text"] for line in load(work(ws, lang, "translation.json"))["lines"]]
         wer = word_error_rate(expected, [s.__dict__ for s in heard.segments])
         print(f"\n{lang} dub WER {wer:.1%}: {' '.join(s.text for s in heard.segments)}")
-        if lang == "en":
-            assert wer <= 0.15
+        assert wer <= (0.15 if lang == "en" else 0.20), lang
+
+
+def test_each_voice_is_within_half_an_octave_of_its_speaker(dubbed):
+    """The source speakers' pitch, measured here from the generated script's own turns,
+    against each dub voice's pitch as synthesize measured it on its lines."""
+    from conversation import SAMPLE_RATE
+    from dubflow.pitch import median_f0, octaves_apart
+
+    ws, turns = dubbed
+    audio, _ = sf.read(str(work(ws, "audio.wav")), dtype="float32")
+    for lang in ("pt", "en"):
+        voices = load(work(ws, lang, "tts", "voices.json"))
+        lines = load(work(ws, lang, "translation.json"))["lines"]
+        assert len({v["voice"] for v in voices.values()}) == 2, voices
+        for speaker, voice in voices.items():
+            own = [t for t in turns if any(
+                line["speaker"] == speaker and t.start - 0.3 <= line["start"] < t.end
+                for line in lines)]
+            source = median_f0(np.concatenate(
+                [audio[int(t.start * SAMPLE_RATE):int(t.end * SAMPLE_RATE)] for t in own]),
+                SAMPLE_RATE)
+            print(f"\n{lang} {speaker}: source {source:.0f} Hz, {voice['voice']} "
+                  f"{voice['voice_f0_hz']} Hz")
+            assert octaves_apart(voice["voice_f0_hz"], source) <= 0.5, (speaker, voice)
 
 
 def test_each_voiced_line_is_heard_in_the_dub_at_its_place(dubbed, tmp_path):
@@ -151,9 +173,11 @@ def test_each_voiced_line_is_heard_in_the_dub_at_its_place(dubbed, tmp_path):
     ws, _ = dubbed
     audio, rate = decoded_track(ws, 0, tmp_path)  # Portuguese
     track = audio.mean(axis=1)
+    checked = 0
     for line in load(work(ws, "pt", "fit.json"))["lines"]:
         if line["speed"] != 1.0 or line["trimmed_s"]:
             continue  # altered on purpose; placement is checked from fit.json above
+        checked += 1
         voice, voice_rate = sf.read(work(ws, "pt", "tts", f"{line['id']}.wav"), dtype="float32")
         template = resample_poly(voice, rate, voice_rate)[: rate]  # its first second
         lo = int((line["start"] - 0.2) * rate)
@@ -165,6 +189,7 @@ def test_each_voiced_line_is_heard_in_the_dub_at_its_place(dubbed, tmp_path):
         offset = (max(lo, 0) + best) / rate - line["start"]
         print(f"line {line['id']}: correlation {ncc[best]:.2f} at {offset * 1000:+.0f} ms")
         assert ncc[best] > 0.6 and abs(offset) <= 0.1
+    assert checked >= 2  # the check above must have looked at lines, not at none
 
 
 def test_portuguese_subtitles_parse_lie_within_speech_and_translate(dubbed):

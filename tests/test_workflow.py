@@ -124,13 +124,15 @@ def test_second_run_does_nothing_and_dry_run_touches_nothing(built):
     assert after == {k: v for k, v in before.items() if not k.startswith(".snakemake")}
 
 
-def test_an_edited_transcript_rebuilds_only_what_depends_on_it(built):
+def test_an_edited_transcript_rebuilds_only_what_depends_on_it(built, tmp_path):
     """A hand-corrected transcript re-runs subtitles and mux, never extract or ASR.
 
     (Snakemake checksums small inputs, so a bare `touch` of an unchanged small file is
-    rightly ignored; a real edit is what a user does.)
+    rightly ignored; a real edit is what a user does.) It edits a copy of the shared
+    build, times kept, so the other tests see the build as it was, in any order.
     """
-    ws, _, _ = built
+    ws = tmp_path / "copy"
+    shutil.copytree(built[0], ws, symlinks=True)
     path = ws / "work" / WEIRD_NAME / "transcript.json"
     transcript = json.loads(path.read_text())
     transcript["segments"][0]["text"] = transcript["segments"][0]["text"].replace("soon", "now")
