@@ -594,7 +594,7 @@ def test_silent_input_is_written_without_normalisation(tmp_path, caplog):
     assert "silent" in caplog.text
     assert report["loudness"]["normalization"] == "skipped"
     assert report["loudness"]["input_i"] is None and report["loudness"]["output_i"] is None
-    assert rate == 48000 and audio.shape == (4 * 48000, 2) and not np.any(audio)
+    assert rate == 48000 and audio.shape == (4 * 48000, 1) and not np.any(audio)
 
 
 def test_very_quiet_bed_is_normalised_without_trouble(tmp_path):
@@ -655,3 +655,27 @@ def test_a_cut_falls_in_the_last_pause_between_words_that_fits():
     record = mix.cut_record({"kept_s": 0.75, "at_pause": True, "dropped_share": 1 / 3},
                             "um dois três")
     assert record["dropped_words"] == "três"
+
+
+@pytest.mark.parametrize("preset, lufs, peak", [("ebu-r128", -23.0, -1.0),
+                                                ("atsc-a85", -24.0, -2.0)])
+def test_loudness_presets_are_met_on_the_track_as_written(speech_mix, tmp_path, preset,
+                                                          lufs, peak):
+    """Measured on the AAC track the mkv gets, decoded as a player would."""
+    source, tts = speech_mix["tmp"] / "source.wav", speech_mix["tmp"] / "tts"
+    report, _, _ = run_stage(tmp_path, source, tts, dub_track=tmp_path / "dub.mka",
+                             loudness=preset)
+    assert (report["loudness"]["target_lufs"], report["loudness"]["true_peak_db"]) == (lufs, peak)
+    decoded = tmp_path / "decoded.wav"
+    run_ffmpeg(["-i", file_arg(tmp_path / "dub.mka"), "-c:a", "pcm_f32le", file_arg(decoded)],
+               stage="test", path=decoded)
+    audio, rate = sf.read(decoded, dtype="float64", always_2d=True)
+    assert loudness(audio, rate) == pytest.approx(lufs, abs=0.5)
+    assert true_peak_db(audio) <= peak + 0.15  # AAC may overshoot the mix's margin a little
+
+
+def test_channels_auto_follows_the_source_layout():
+    assert mix.settings({}, source_channels=6).channels == 6
+    assert mix.settings({}, source_channels=1).channels == 1
+    assert mix.settings({}, source_channels=8).channels == 2  # 7.1: stereo, for now
+    assert mix.settings({"channels": 2}, source_channels=6).channels == 2

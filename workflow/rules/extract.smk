@@ -1,5 +1,5 @@
 rule extract:
-    """Decode the first audio stream once: 16 kHz mono for analysis, full quality for the bed."""
+    """Decode the dialogue stream once: 16 kHz mono for analysis, full quality for the bed."""
     input:
         video=video_path,
     output:
@@ -17,5 +17,7 @@ rule extract:
         runtime=60,
     params:
         ffmpeg=config["ffmpeg"],
+        audio_stream=lambda wc: settings_for(wc.name)["audio_stream"],
+        source_language=lambda wc: settings_for(wc.name)["source_language"],
     script:
         "../scripts/extract.py"

@@ -18,5 +18,8 @@ rule mux:
         runtime=60,
     params:
         ffmpeg=config["ffmpeg"],
+        audio_stream=lambda wc: settings_for(wc.name)["audio_stream"],
+        source_language=lambda wc: settings_for(wc.name)["source_language"],
+        keep=lambda wc: settings_for(wc.name)["mux"]["keep"],
     script:
         "../scripts/mux.py"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from dubflow.atomic import atomic_path
 from dubflow.ffmpeg_needs import codec, muxer
-from dubflow.ffmpeg_safe import MediaInfo, file_arg, probe, require_audio, run_ffmpeg
+from dubflow.ffmpeg_safe import MediaInfo, file_arg, probe, run_ffmpeg
+from dubflow.streams import choose_audio
 
 STAGE = "extract"
 ANALYSIS_RATE = 16_000
@@ -20,12 +21,14 @@ log = logging.getLogger(__name__)
 
 
 def extract(video: str | Path, analysis_wav: str | Path, source_wav: str | Path,
-            ffmpeg: dict | None = None) -> MediaInfo:
+            ffmpeg: dict | None = None, audio_stream: str | int = "auto",
+            source_language: str | None = None) -> MediaInfo:
     """Write both WAVs atomically; a file with no audio stream fails before decoding."""
     info = probe(video, stage=STAGE, config=ffmpeg)
-    stream = require_audio(info, STAGE)
-    log.info("audio stream #%s: %s, %s Hz, %s ch, %.1f s", stream.index, stream.codec_name,
-             stream.sample_rate, stream.channels, info.duration_s or -1)
+    stream, why = choose_audio(info, audio_stream, source_language, STAGE)
+    log.info("audio stream #%s (%s): %s, %s Hz, %s ch, %.1f s, language %s", stream.index,
+             why, stream.codec_name, stream.sample_rate, stream.channels,
+             info.duration_s or -1, stream.language or "untagged")
     with atomic_path(analysis_wav) as analysis_tmp, atomic_path(source_wav) as source_tmp:
         run_ffmpeg(
             [
@@ -57,4 +60,6 @@ if "snakemake" in globals():
         analysis_wav=sm.output.analysis,
         source_wav=sm.output.source,
         ffmpeg=sm.params.ffmpeg,
+        audio_stream=sm.params.audio_stream,
+        source_language=sm.params.source_language,
     )

@@ -58,11 +58,12 @@ log = logging.getLogger(__name__)
 
 #: The ``mix:`` config section's keys and their defaults (config/config.yaml documents them).
 DEFAULTS = {
-    "target_lufs": -16.0,
-    "true_peak_db": -1.0,
+    "loudness": "streaming",
+    "target_lufs": None,
+    "true_peak_db": None,
     "max_speedup": 1.25,
     "sample_rate": 48000,
-    "channels": 2,
+    "channels": "auto",
     "duck_db": "auto",
     "fade_ms": 30.0,
     "max_lead_s": 0.0,
@@ -71,6 +72,9 @@ DEFAULTS = {
 #: How far the bed is ducked under a line with duck_db: auto: a separated bed has (nearly)
 #: no speech left to hide, so it only makes room for the voice.
 AUTO_DUCK_DB = {"spleeter": 8.0, "none": 12.0}
+#: mix.loudness: (integrated LUFS, true-peak ceiling dBTP) of the common delivery specs.
+LOUDNESS_PRESETS = {"streaming": (-16.0, -1.0), "ebu-r128": (-23.0, -1.0),
+                    "atsc-a85": (-24.0, -2.0)}
 #: A pause between words: this long and this far below the line's peak. A line that must
 #: be cut is cut in the last such pause that fits, so no word is cut in half.
 PAUSE_MIN_S = 0.04
@@ -133,9 +137,21 @@ class MixSettings:
     max_lead_s: float = 0.0
 
 
-def settings(mix: dict | None) -> MixSettings:
-    """Read the ``mix:`` section; the schema checks it too, but tests pass plain dicts."""
+def settings(mix: dict | None, source_channels: int | None = None) -> MixSettings:
+    """Read the ``mix:`` section; the schema checks it too, but tests pass plain dicts.
+
+    ``channels: auto`` gives the dub the source's layout (``source_channels``): mono,
+    stereo or 5.1; any other layout (or an unknown one) gets stereo."""
     merged = {**DEFAULTS, **(mix or {})}
+    preset = merged["loudness"]
+    if preset not in LOUDNESS_PRESETS:
+        raise ConfigError(f"mix.loudness is {preset!r}, but it must be one of "
+                          f"{', '.join(LOUDNESS_PRESETS)}.")
+    for key, value in zip(("target_lufs", "true_peak_db"), LOUDNESS_PRESETS[preset]):
+        if merged[key] is None:
+            merged[key] = value
+    if merged["channels"] == "auto":
+        merged["channels"] = source_channels if source_channels in (1, 2, 6) else 2
     if merged["separation"] not in AUTO_DUCK_DB:
         raise ConfigError(
             f"mix.separation is {merged['separation']!r}, but it must be one of "
@@ -727,11 +743,12 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
 
     ``tempo_cache``: a folder for sped-up lines (``<tts.cache_dir>/tempo``), or None.
     """
-    cfg = settings(mix)
     source_wav, tts_dir, dub_wav = Path(source_wav), Path(tts_dir), Path(dub_wav)
     threads = max(1, int(threads or 1))
     info = probe(source_wav, stage=STAGE, config=ffmpeg)
-    require_audio(info, STAGE)
+    cfg = settings(mix, require_audio(info, STAGE).channels)
+    log.info("dub: %d channel(s), %s LUFS, %s dBTP", cfg.channels, cfg.target_lufs,
+             cfg.true_peak_db)
     if not info.duration_s:
         raise InputError(
             f"{source_wav} has no measurable duration (stage {STAGE}); delete it and "

@@ -1093,6 +1093,7 @@ class StreamInfo:
     duration_s: float | None
     is_default: bool
     is_attached_pic: bool
+    is_comment: bool = False  # a commentary or description track, not the programme's sound
 
 
 @dataclass(frozen=True)
@@ -1191,6 +1192,8 @@ def _stream_info(raw: dict[str, Any]) -> StreamInfo:
         duration_s=_float(raw.get("duration")) or _clock(tags.get("duration")),
         is_default=bool(disposition.get("default")),
         is_attached_pic=bool(disposition.get("attached_pic")),
+        is_comment=bool(disposition.get("comment") or disposition.get("visual_impaired")
+                        or disposition.get("descriptions")),
     )
 
 

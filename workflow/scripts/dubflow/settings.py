@@ -30,6 +30,7 @@ SHEET_OVERRIDES: dict[str, tuple[str, ...]] = {
     "min_speakers": ("diarization", "min_speakers"),
     "max_speakers": ("diarization", "max_speakers"),
     "series": ("diarization", "series"),
+    "audio_stream": ("audio_stream",),
 }
 INTEGER_COLUMNS = ("speakers", "min_speakers", "max_speakers")
 SHEET_COLUMNS = ("name", "path", *SHEET_OVERRIDES)
