@@ -194,7 +194,7 @@ def batch(tmp_path_factory, speech_video, audio_only):
     empty = tmp_path_factory.mktemp("batch-media") / "empty.mp4"
     empty.write_bytes(b"")
     ws = make_workspace(tmp_path_factory.mktemp("batch"), {
-        "ep": speech_video[0], "voice": audio_only, "broken": empty})
+        "ep": speech_video[0], "voice": audio_only, "broken": empty}, fast=True)
     run = cli(ws, "--keep-going")
     return ws, run
 
@@ -211,7 +211,7 @@ def killed(tmp_path_factory, speech_video):
     stale lock refuses), then the same command again, until one run finishes. Records
     everything for the tests below.
     """
-    ws = make_workspace(tmp_path_factory.mktemp("killed"), {"ep": speech_video[0]})
+    ws = make_workspace(tmp_path_factory.mktemp("killed"), {"ep": speech_video[0]}, fast=True)
     pt = ws / "work" / "ep" / "pt"
     points = {
         "extract finished": lambda: (ws / "logs" / "ep" / "diarize.log").exists(),
@@ -253,7 +253,7 @@ def killed(tmp_path_factory, speech_video):
 
 def test_text_file_renamed_mp4_fails_at_extract_with_one_sentence(tmp_path):
     """(A zero-byte file is the bad video of the batch test below.)"""
-    ws = make_workspace(tmp_path / "ws", {"clip": text_file(tmp_path)})
+    ws = make_workspace(tmp_path / "ws", {"clip": text_file(tmp_path)}, fast=True)
     run = cli(ws, "out/clip.mkv")
     assert_one_sentence(run, "in/clip.mp4", "(stage extract)", "re-export", stream="stderr")
     assert nothing_in(ws / "out")
@@ -314,7 +314,7 @@ def test_audio_only_input_gets_an_mkv_with_audio_tracks_only(batch):
     ids=["unsupported-language", "out-of-range", "unknown-nested-key"],
 )
 def test_bad_config_stops_the_dry_run_before_any_job(tmp_path, speech_video, overrides, expected):
-    ws = make_workspace(tmp_path, {"x": speech_video[0]}, **overrides)
+    ws = make_workspace(tmp_path, {"x": speech_video[0]}, **overrides, fast=True)
     run = cli(ws, "-n", "out/x.mkv")
     assert_one_sentence(run, *expected)
     assert not (ws / "work").exists() and not (ws / "out").exists()
@@ -336,7 +336,7 @@ def translation_model_header() -> bytes:
 
 def test_garbage_whisper_model_is_refused_before_any_job(tmp_path, speech_video):
     model = broken_model(tmp_path / "whisper-broken", b"<html>404 Not Found</html>" * 10)
-    ws = make_workspace(tmp_path / "ws", {"x": speech_video[0]}, asr={"model": str(model)})
+    ws = make_workspace(tmp_path / "ws", {"x": speech_video[0]}, asr={"model": str(model)}, fast=True)
     run = cli(ws, "-n", "out/x.mkv")
     assert_one_sentence(run, str(model), "asr.model", "is not a CTranslate2 model",
                         "make setup")
@@ -368,7 +368,7 @@ def test_damaged_whisper_model_fails_at_transcribe_naming_the_folder(tmp_path, s
 
     good = (TINY_EN / "model.bin").read_bytes()[:4096]
     model = broken_model(tmp_path / "whisper-cut", good)
-    ws = make_workspace(tmp_path / "ws", {"x": speech_video[0]}, asr={"model": str(model)})
+    ws = make_workspace(tmp_path / "ws", {"x": speech_video[0]}, asr={"model": str(model)}, fast=True)
     work = ws / "work" / "x"  # extract and diarize done already: run only transcribe
     extract(ws / "in" / "x.mp4", work / "audio.wav", work / "source.wav")
     (work / "speakers.rttm").write_text("")
@@ -404,7 +404,7 @@ SHEET_PROBLEMS = {
 @pytest.mark.parametrize("problem", ["unknown-column", "slash"])
 def test_bad_samples_sheet_stops_the_dry_run(tmp_path, speech_video, problem):
     rows, expected = SHEET_PROBLEMS[problem]
-    ws = with_sheet(make_workspace(tmp_path, {"x": speech_video[0]}), rows)
+    ws = with_sheet(make_workspace(tmp_path, {"x": speech_video[0]}, fast=True), rows)
     run = cli(ws, "-n")
     assert_one_sentence(run, "samples.tsv", *expected)
     assert not (ws / "work").exists()
@@ -477,7 +477,7 @@ def test_safe_sheet_names_pass(tmp_path):
 
 @pytest.fixture(scope="module")
 def missing_file_run(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("missing"), {})
+    ws = make_workspace(tmp_path_factory.mktemp("missing"), {}, fast=True)
     with_sheet(ws, [HEADER, ["ep", "footage/ep.mp4"]])
     return ws, cli(ws, "-n", "out/ep.mkv")
 
@@ -496,7 +496,7 @@ def test_sheet_row_with_a_missing_file_has_no_traceback(missing_file_run):
 
 
 def test_video_named_with_a_line_break_is_refused(tmp_path, speech_video):
-    ws = make_workspace(tmp_path, {"ep\n1": speech_video[0], "ok": speech_video[0]})
+    ws = make_workspace(tmp_path, {"ep\n1": speech_video[0], "ok": speech_video[0]}, fast=True)
     run = cli(ws, "-n")
     assert_one_sentence(run, "in/ep\\n1.mp4", "line break", "rename the file")
     assert not (ws / "work").exists()
@@ -628,7 +628,7 @@ def test_no_partial_file_is_left_after_the_resume(killed):
 
 
 def test_file_where_the_output_folder_should_be(tmp_path, speech_video):
-    ws = make_workspace(tmp_path, {"x": speech_video[0]})
+    ws = make_workspace(tmp_path, {"x": speech_video[0]}, fast=True)
     (ws / "out").write_text("not a folder")
     run = cli(ws, "out/x.mkv")
     assert_one_sentence(run, f"{ws / 'out'} cannot be written", "fix its permissions")
@@ -653,7 +653,7 @@ def read_only_mount(folder: Path) -> tuple[str, ...] | None:
 
 
 def test_read_only_output_folder(tmp_path, speech_video):
-    ws = make_workspace(tmp_path, {"x": speech_video[0]})
+    ws = make_workspace(tmp_path, {"x": speech_video[0]}, fast=True)
     (ws / "out").mkdir()
     (ws / "out" / "old.mkv").write_bytes(b"a finished deliverable")
     prefix = read_only_mount(ws / "out")
@@ -668,7 +668,7 @@ def test_read_only_output_folder(tmp_path, speech_video):
 def test_hostile_names_plan_and_run_a_stage_without_executing_anything(tmp_path, speech_video):
     """Backticks, $(), quotes, ;, a leading dash and unicode, in target names (in/) and in
     a sheet path (any file name is fine there; the sheet's name must be safe)."""
-    ws = make_workspace(tmp_path, {BACKTICK_NAME: speech_video[0], DASH_NAME: speech_video[0]})
+    ws = make_workspace(tmp_path, {BACKTICK_NAME: speech_video[0], DASH_NAME: speech_video[0]}, fast=True)
     (ws / "odd").mkdir()
     shutil.copy(speech_video[0], ws / "odd" / ODD_PATH)
     with_sheet(ws, [HEADER, ["listed ep", f"odd/{ODD_PATH}"]])
@@ -703,7 +703,7 @@ def files_containing(folder: Path, needle: str) -> list[str]:
 def test_hub_token_never_reaches_output_or_logs(tmp_path, speech_video):
     """pyannote-hub with a hub id fails offline; the token in HF_TOKEN must not show."""
     ws = make_workspace(tmp_path, {"x": speech_video[0]}, diarization={
-        "backend": "pyannote-hub", "pipeline": "pyannote/speaker-diarization-community-1"})
+        "backend": "pyannote-hub", "pipeline": "pyannote/speaker-diarization-community-1"}, fast=True)
     # --verbose: the loudest Snakemake gets (it adds full tracebacks of the failed job)
     run = cli(ws, "--verbose", "out/x.mkv", env={"HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1"})
     assert run.returncode != 0
@@ -721,7 +721,7 @@ def test_token_pasted_into_the_config_is_refused(tmp_path, speech_video):
     """Snakemake itself prints changed params and stores them in .snakemake/metadata,
     where no redaction reaches: a token must not get into the config at all."""
     ws = make_workspace(tmp_path, {"x": speech_video[0]}, diarization={
-        "backend": "pyannote-hub", "pipeline": f"https://user:{TOKEN}@example.org/pipe"})
+        "backend": "pyannote-hub", "pipeline": f"https://user:{TOKEN}@example.org/pipe"}, fast=True)
     run = cli(ws, "-n", "out/x.mkv", env={"HF_TOKEN": ""})
     assert_one_sentence(run, "'diarization.pipeline'", "looks like an access token",
                         "environment")

@@ -195,7 +195,7 @@ def test_the_workflow_with_the_distribution_ffmpeg_builds_a_valid_mkv(tmp_path, 
     distro = distro_ffmpeg()
     video, _ = speech_video
     ws = make_workspace(tmp_path, {"ep": video},
-                        ffmpeg={"ffmpeg": str(distro), "ffprobe": str(DISTRO_FFPROBE)})
+                        ffmpeg={"ffmpeg": str(distro), "ffprobe": str(DISTRO_FFPROBE)}, fast=True)
     dry = snakemake(ws, "-n", "out/ep.mkv")
     assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
     run = snakemake(ws, "out/ep.mkv")

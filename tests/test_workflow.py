@@ -24,14 +24,21 @@ pytestmark = pytest.mark.slow
 WEIRD_NAME = "it's ep 1; $(touch pwned) — ünïcode"
 
 
-def make_workspace(path: Path, videos: dict[str, Path], **overrides) -> Path:
+# The engine's mechanics (names, resume, faults, batches) do not depend on how the dub
+# sounds: those tests skip separation and use espeak-ng, which saves a model load and a
+# separation per build. test_dubbing, test_fitting and test_streams run the defaults.
+FAST = {"mix": {"separation": "none"}, "tts": {"backend": "espeak"}}
+
+
+def make_workspace(path: Path, videos: dict[str, Path], fast: bool = False,
+                   **overrides) -> Path:
     (path / "in").mkdir(parents=True, exist_ok=True)
     for name, video in videos.items():
         shutil.copy(video, path / "in" / f"{name}{video.suffix}")
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["samples"] = "samples.tsv"  # absent unless a test writes it
     config["asr"]["model"] = str(TINY_EN)
-    for key, value in overrides.items():
+    for key, value in [*(FAST.items() if fast else []), *overrides.items()]:
         if isinstance(value, dict):
             config[key].update(value)
         else:
@@ -64,7 +71,7 @@ def file_states(root: Path) -> dict[str, float]:
 def built(tmp_path_factory, speech_video):
     """One full build of a video with an awkward name; shared by the checks below."""
     video, spoken = speech_video
-    ws = make_workspace(tmp_path_factory.mktemp("ws"), {WEIRD_NAME: video})
+    ws = make_workspace(tmp_path_factory.mktemp("ws"), {WEIRD_NAME: video}, fast=True)
     run = snakemake(ws, f"out/{WEIRD_NAME}.mkv")
     assert run.returncode == 0, run.stderr[-3000:]
     return ws, video, run
@@ -170,7 +177,7 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 
 def test_dry_run_on_a_fresh_folder_creates_nothing(tmp_path, speech_video):
-    ws = make_workspace(tmp_path, {"fresh": speech_video[0]})
+    ws = make_workspace(tmp_path, {"fresh": speech_video[0]}, fast=True)
     before = file_states(ws)
     dry = snakemake(ws, "-n")
     assert dry.returncode == 0, dry.stderr
@@ -181,7 +188,7 @@ def test_dry_run_on_a_fresh_folder_creates_nothing(tmp_path, speech_video):
 
 
 def test_samples_sheet_rows_and_overrides(tmp_path, speech_video):
-    ws = make_workspace(tmp_path, {})
+    ws = make_workspace(tmp_path, {}, fast=True)
     (ws / "samples.tsv").write_text(
         f"name\tpath\tsource_language\ttarget_languages\nlisted\t{speech_video[0]}\ten\tpt en\n"
     )
@@ -201,7 +208,7 @@ def one_line_error(run: subprocess.CompletedProcess) -> str:
 def test_corrupt_video_fails_with_one_sentence_and_nothing_in_out(tmp_path, speech_video):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(speech_video[0].read_bytes()[: 20000])
-    ws = make_workspace(tmp_path / "ws", {"broken": broken})
+    ws = make_workspace(tmp_path / "ws", {"broken": broken}, fast=True)
     run = snakemake(ws, "out/broken.mkv")
     assert run.returncode != 0
     line = one_line_error(run)
@@ -211,7 +218,7 @@ def test_corrupt_video_fails_with_one_sentence_and_nothing_in_out(tmp_path, spee
 
 
 def test_video_without_audio_is_refused(tmp_path, no_audio_video):
-    ws = make_workspace(tmp_path, {"mute": no_audio_video})
+    ws = make_workspace(tmp_path, {"mute": no_audio_video}, fast=True)
     run = snakemake(ws, "out/mute.mkv")
     assert run.returncode != 0
     assert "no audio stream" in one_line_error(run)
@@ -219,7 +226,7 @@ def test_video_without_audio_is_refused(tmp_path, no_audio_video):
 
 
 def test_silent_video_still_gets_an_mkv(tmp_path, silent_video):
-    ws = make_workspace(tmp_path, {"quiet": silent_video})
+    ws = make_workspace(tmp_path, {"quiet": silent_video}, fast=True)
     run = snakemake(ws, "out/quiet.mkv")
     assert run.returncode == 0, run.stderr[-3000:]
     transcript = json.loads((ws / "work" / "quiet" / "transcript.json").read_text())
@@ -244,7 +251,7 @@ def test_silent_video_still_gets_an_mkv(tmp_path, silent_video):
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, speech_video, overrides, expected):
-    ws = make_workspace(tmp_path, {"x": speech_video[0]}, **overrides)
+    ws = make_workspace(tmp_path, {"x": speech_video[0]}, **overrides, fast=True)
     run = snakemake(ws, "-n", "out/x.mkv")
     output = run.stdout + run.stderr  # Snakemake prints parse-time errors on stdout
     assert run.returncode != 0
@@ -254,7 +261,7 @@ def test_bad_config_stops_before_any_job(tmp_path, speech_video, overrides, expe
 
 
 def test_unknown_target_says_where_the_video_should_be(tmp_path):
-    ws = make_workspace(tmp_path, {})
+    ws = make_workspace(tmp_path, {}, fast=True)
     run = snakemake(ws, "-n", "out/nothing.mkv")
     assert run.returncode != 0 and "put it at in/nothing.<ext>" in run.stdout + run.stderr
 
@@ -267,7 +274,7 @@ def test_lint_is_clean():
 
 
 def test_slurm_profile_plans_without_a_cluster(tmp_path, speech_video):
-    ws = make_workspace(tmp_path, {"ep": speech_video[0]})
+    ws = make_workspace(tmp_path, {"ep": speech_video[0]}, fast=True)
     dry = snakemake(ws, "--profile", str(ROOT / "profiles" / "slurm"), "-n")
     assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
     assert "slurm_partition=cpu" in dry.stdout
