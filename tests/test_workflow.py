@@ -7,6 +7,7 @@ fast tiny.en model, and checks the result with ffprobe, as a user would.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -275,8 +276,13 @@ def test_lint_is_clean():
 
 def test_slurm_profile_plans_without_a_cluster(tmp_path, speech_video):
     ws = make_workspace(tmp_path, {"ep": speech_video[0]}, fast=True)
-    dry = snakemake(ws, "--profile", str(ROOT / "profiles" / "slurm"), "-n")
+    # the README's command: the cluster profile as the workflow profile, so that
+    # profiles/default cannot override it; --cores (one node's CPUs) caps every job
+    dry = snakemake(ws, "--workflow-profile", str(ROOT / "profiles" / "slurm"), "-n")
     assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
     assert "slurm_partition=cpu" in dry.stdout
+    assert "mem_mb=4000" in dry.stdout  # diarize's own limit, not the default profile's
+    assert re.search(r"threads: \d", dry.stdout)
+    assert not re.search(r"threads: ([3-9]|\d\d)", dry.stdout), "a job asks for more CPUs than --cores"
     assert {"extract", "transcribe"} <= set(job_counts(dry.stdout))
     assert not (ws / "work").exists()
