@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
 from dubflow.atomic import write_text
 from dubflow.kokoro_voice import KokoroBackend, install_model, kokoro_language
+from dubflow.pitch import median_f0
 from dubflow.tts_backends import ESpeakBackend, VoiceSpec
 
 VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo",
@@ -91,52 +92,6 @@ def normalise(text: str) -> str:
     text = unicodedata.normalize("NFC", text.lower())
     text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text)
     return re.sub(r"\s+", " ", text).strip()
-
-
-def median_f0(audio: np.ndarray, rate: int, fmin: float = 60.0, fmax: float = 400.0) -> float:
-    """Median F0 (Hz) of the voiced frames, by YIN (de Cheveigné & Kawahara 2002).
-
-    Nothing in the venv tracks pitch (no librosa, pyworld or parselmouth), and YIN's
-    cumulative-mean-normalised difference is robust enough for a median over seconds of
-    clean synthetic speech: frames count as voiced when their aperiodicity is below
-    0.15 and they are within 30 dB of the loudest frame.
-    """
-    from scipy.signal import resample_poly
-
-    if rate != 16000:
-        audio = resample_poly(audio, 16000 // np.gcd(16000, rate), rate // np.gcd(16000, rate))
-        rate = 16000
-    frame, hop = int(0.04 * rate), int(0.01 * rate)
-    tau_min, tau_max = int(rate / fmax), int(rate / fmin)
-    if len(audio) < frame + tau_max:
-        return float("nan")
-    starts = np.arange(0, len(audio) - frame - tau_max, hop)
-    energy = np.array([np.sum(audio[s:s + frame] ** 2) for s in starts])
-    loud = energy > energy.max() * 10 ** (-30 / 10)
-    pitches = []
-    for start in starts[loud]:
-        chunk = audio[start:start + frame + tau_max].astype(np.float64)
-        diff = _yin_difference(chunk, frame, tau_max)
-        cmnd = diff[1:] * np.arange(1, tau_max + 1) / np.maximum(np.cumsum(diff[1:]), 1e-12)
-        below = np.nonzero(cmnd[tau_min - 1:] < 0.15)[0]
-        if not len(below):
-            continue
-        tau = below[0] + tau_min - 1
-        while tau + 1 < len(cmnd) and cmnd[tau + 1] < cmnd[tau]:
-            tau += 1  # walk down to the local minimum
-        pitches.append(rate / (tau + 1))
-    return float(np.median(pitches)) if pitches else float("nan")
-
-
-def _yin_difference(chunk: np.ndarray, frame: int, tau_max: int) -> np.ndarray:
-    """d(tau) = sum_j (x_j - x_{j+tau})^2 for tau in 0..tau_max, by FFT."""
-    size = 1 << int(np.ceil(np.log2(len(chunk) + frame)))
-    spectrum = np.fft.rfft(chunk, size)
-    kernel = np.fft.rfft(chunk[:frame][::-1], size)
-    cross = np.fft.irfft(spectrum * kernel, size)[frame - 1:frame + tau_max]
-    squares = np.concatenate([[0.0], np.cumsum(chunk ** 2)])
-    energy_tau = squares[np.arange(tau_max + 1) + frame] - squares[np.arange(tau_max + 1)]
-    return squares[frame] + energy_tau - 2 * cross
 
 
 def load_whisper(models_dir: Path):
