@@ -220,7 +220,7 @@ def test_trimmed_line_fades_out():
 def test_bad_settings_are_one_sentence_config_errors():
     with pytest.raises(ConfigError, match=r"mix.separation is 'demucs'"):
         mix.settings({"separation": "demucs"})
-    assert mix.settings({"separation": "spleeter"}).duck_db == 8.0
+    assert mix.settings({"separation": "spleeter"}).duck_db == 10.0
     assert mix.settings({"separation": "none"}).duck_db == 12.0
     assert mix.settings({"separation": "spleeter", "duck_db": 3}).duck_db == 3.0
     with pytest.raises(ConfigError, match="mix.channels is 3"):
