@@ -88,6 +88,8 @@ def test_the_dubbed_mkv_keeps_every_stream_of_the_source(tmp_path, speech_video)
     run = snakemake(ws, "out/ep.mkv")
     assert run.returncode == 0, run.stderr[-3000:]
     mkv = ws / "out" / "ep.mkv"
+    chosen = json.loads((ws / "work" / "ep" / "streams.json").read_text())["dubbed"]
+    assert (chosen["index"], chosen["channels"], chosen["language"]) == (1, 6, "eng"), chosen
     before, after = probe(source, stage="test"), probe(mkv, stage="test")
     kinds = [(s.codec_type, s.codec_name, s.language, s.title) for s in after.streams]
     assert kinds[:2] == [("video", "h264", None, None), ("audio", "aac", "por", "Portuguese dub")]

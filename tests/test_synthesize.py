@@ -509,3 +509,20 @@ def test_a_line_too_long_for_its_room_is_spoken_again_faster(tmp_path):
     assert boosted[0]["duration_s"] < plain[0]["duration_s"] / 1.15
     assert "engine_speed" not in boosted[1]
     assert boosted[1]["duration_s"] == plain[1]["duration_s"]
+
+
+@pytest.mark.model
+def test_a_kokoro_line_predicted_too_long_is_spoken_faster_at_once(tmp_path, caplog):
+    """The prediction (letters / chars_per_second) saves the second synthesis."""
+    long_text = "Bom dia a todos, obrigado por terem vindo tão cedo hoje de manhã."
+    path = tmp_path / "translation.json"
+    lines = [{"id": "0001", "speaker": "SPEAKER_00", "start": 1.0, "end": 2.5,
+              "source": "...", "text": long_text, "edited": False},
+             {"id": "0002", "speaker": "SPEAKER_00", "start": 2.8, "end": 6.0,
+              "source": "...", "text": "Sim.", "edited": False}]
+    path.write_text(json.dumps({"target_language": "pt", "lines": lines}))
+    tts = tts_config(tmp_path, backend="auto", max_speed_boost=1.3)
+    with caplog.at_level(logging.INFO, logger="synthesize"):
+        entries = synthesize.run(path, tmp_path / "tts", "pt", tts, chars_per_second=11)
+    assert entries[0]["engine_speed"] == pytest.approx(1.3) and "engine_speed" not in entries[1]
+    assert "2 synthesized" in caplog.text and "0 of them synthesized a second time" in caplog.text

@@ -97,7 +97,8 @@ def test_mkv_has_copied_video_tagged_audio_and_subtitles(built):
 
 def test_outputs_follow_the_contract(built):
     ws, _, _ = built
-    for rel in ["work/{n}/audio.wav", "work/{n}/source.wav", "work/{n}/transcript.json",
+    for rel in ["work/{n}/audio.wav", "work/{n}/source.wav", "work/{n}/streams.json",
+                "work/{n}/transcript.json",
                 "work/{n}/speakers.rttm", "logs/{n}/diarize.log", "benchmarks/{n}/diarize.tsv",
                 "out/{n}.en.srt", "out/{n}.en.vtt", "logs/{n}/extract.log",
                 "logs/{n}/transcribe.log", "logs/{n}/mux.log", "benchmarks/{n}/transcribe.tsv",

@@ -5,6 +5,7 @@ rule extract:
     output:
         analysis="work/{name}/audio.wav",
         source="work/{name}/source.wav",
+        streams="work/{name}/streams.json",
     log:
         "logs/{name}/extract.log",
     benchmark:

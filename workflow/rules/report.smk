@@ -4,6 +4,7 @@ rule report:
         unpack(report_inputs),
         transcript="work/{name}/transcript.json",
         rttm="work/{name}/speakers.rttm",
+        streams="work/{name}/streams.json",
         template=workflow.source_path("../report/qa_template.html"),
     output:
         html=report(

@@ -10,7 +10,7 @@ Both come from the first audio stream, in one ffmpeg call so a 2-hour film is re
 import logging
 from pathlib import Path
 
-from dubflow.atomic import atomic_path
+from dubflow.atomic import atomic_path, write_json
 from dubflow.ffmpeg_needs import codec, muxer
 from dubflow.ffmpeg_safe import MediaInfo, file_arg, probe, run_ffmpeg
 from dubflow.streams import choose_audio
@@ -22,13 +22,20 @@ log = logging.getLogger(__name__)
 
 def extract(video: str | Path, analysis_wav: str | Path, source_wav: str | Path,
             ffmpeg: dict | None = None, audio_stream: str | int = "auto",
-            source_language: str | None = None) -> MediaInfo:
+            source_language: str | None = None,
+            streams_json: str | Path | None = None) -> MediaInfo:
     """Write both WAVs atomically; a file with no audio stream fails before decoding."""
     info = probe(video, stage=STAGE, config=ffmpeg)
     stream, why = choose_audio(info, audio_stream, source_language, STAGE)
     log.info("audio stream #%s (%s): %s, %s Hz, %s ch, %.1f s, language %s", stream.index,
              why, stream.codec_name, stream.sample_rate, stream.channels,
              info.duration_s or -1, stream.language or "untagged")
+    if streams_json:  # which stream was dubbed and why, for the QA page
+        write_json(streams_json, {
+            "dubbed": {"index": stream.index, "why": why, "codec": stream.codec_name,
+                       "channels": stream.channels, "language": stream.language,
+                       "title": stream.title},
+            "audio_streams": len(info.audio_streams)})
     with atomic_path(analysis_wav) as analysis_tmp, atomic_path(source_wav) as source_tmp:
         run_ffmpeg(
             [
@@ -59,6 +66,7 @@ if "snakemake" in globals():
         video=sm.input.video,
         analysis_wav=sm.output.analysis,
         source_wav=sm.output.source,
+        streams_json=sm.output.streams,
         ffmpeg=sm.params.ffmpeg,
         audio_stream=sm.params.audio_stream,
         source_language=sm.params.source_language,

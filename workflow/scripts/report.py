@@ -519,7 +519,7 @@ def legend_handles() -> list[Patch]:
 
 
 def facts_html(name: str, transcript: dict, turns: list[Turn], languages: list[Language],
-               duration: float, estimated: bool) -> str:
+               duration: float, estimated: bool, streams: dict | None = None) -> str:
     source = str(transcript.get("language") or "unknown")
     probability = number(transcript.get("language_probability"))
     source_text = f"{source} — {language_name(source)}"
@@ -541,6 +541,13 @@ def facts_html(name: str, transcript: dict, turns: list[Turn], languages: list[L
         ("Duration", length),
         ("Source segments", f"{len(segments)} ({low} low-confidence)"),
     ]
+    dubbed = (streams or {}).get("dubbed")
+    if dubbed:
+        facts.insert(2, ("Dubbed audio stream", (
+            f"#{dubbed.get('index')} {dubbed.get('codec')}, {dubbed.get('channels')} ch, "
+            f"{dubbed.get('language') or 'untagged'}"
+            + (f" '{dubbed['title']}'" if dubbed.get("title") else "")
+            + f": {dubbed.get('why')} (of {streams.get('audio_streams')} audio streams)")))
     return "<dl class=\"facts\">" + "".join(
         f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts) + "</dl>"
 
@@ -742,7 +749,8 @@ def separation_html(separation: dict | None) -> str:
 
 
 def render(name: str, transcript: dict, turns: list[Turn], languages: list[Language],
-           timings: list[Timing], separation: dict | None = None) -> str:
+           timings: list[Timing], separation: dict | None = None,
+           streams: dict | None = None) -> str:
     """The whole page as one string; pure, so tests need no files but the template."""
     segments = transcript.get("segments") or []
     speakers = speaker_order(turns, segments, languages)
@@ -757,7 +765,7 @@ def render(name: str, transcript: dict, turns: list[Turn], languages: list[Langu
         title=esc(f"{name} — dubflow report"),
         heading=esc(f"{name} — dub QA report"),
         palette=palette_css(speakers),
-        facts=facts_html(name, transcript, turns, languages, duration, estimated),
+        facts=facts_html(name, transcript, turns, languages, duration, estimated, streams),
         nav="".join(f'<a href="#lang-{esc(lang.code)}">{esc(lang.code)} lines</a>'
                     for lang in languages),
         timeline=timeline_html(turns, languages, speakers, duration),
@@ -769,7 +777,7 @@ def render(name: str, transcript: dict, turns: list[Turn], languages: list[Langu
 
 def build(name: str, transcript: str | Path, rttm: str | Path, translations: list,
           fits: list, benchmarks_dir: str | Path | None, output_html: str | Path,
-          separation: list | None = None) -> None:
+          separation: list | None = None, streams: str | Path | None = None) -> None:
     """Read every stage's output for one video and write out/{name}.report.html."""
     transcript_doc = load_json(transcript, "transcribe")
     if not Path(rttm).is_file():
@@ -781,7 +789,9 @@ def build(name: str, transcript: str | Path, rttm: str | Path, translations: lis
     languages = load_languages(translations, fits, transcript_doc.get("segments") or [])
     timings = read_benchmarks(benchmarks_dir)
     separation_doc = load_json(separation[0], "separate") if separation else None
-    page = render(name, transcript_doc, turns, languages, timings, separation_doc)
+    streams_doc = load_json(streams, "extract") if streams else None
+    page = render(name, transcript_doc, turns, languages, timings, separation_doc,
+                  streams_doc)
     write_text(output_html, page)
     log.info("%s: %d languages, %d lines, %d benchmark files, %.0f kB",
              output_html, len(languages), sum(len(lang.lines) for lang in languages),
@@ -804,4 +814,5 @@ if "snakemake" in globals():
         benchmarks_dir=sm.params.benchmarks_dir,
         output_html=sm.output.html,
         separation=list(sm.input.separation),
+        streams=sm.input.streams,
     )
