@@ -566,6 +566,12 @@ def timeline_html(turns: list[Turn], languages: list[Language], speakers: list[s
             f'<img class="plot" alt="speaker timeline" src="data:image/png;base64,{png}">')
 
 
+def breakable(spec: str) -> str:
+    """A voice spec escaped, with line-break chances after its : + @ and commas, so a long
+    blend wraps between its parts instead of widening the table."""
+    return "".join(f"{esc(ch)}<wbr>" if ch in ":+@," else esc(ch) for ch in spec)
+
+
 def line_row(line: DubLine, colours: dict[str, int]) -> str:
     """One table row; kept to bare cells because a film has thousands of them."""
     marks = (("sp", "sped_up" in line.flags), ("tr", "trimmed" in line.flags),
@@ -598,7 +604,7 @@ def line_row(line: DubLine, colours: dict[str, int]) -> str:
             f"<td>{swatch(line.speaker, colours)}{esc(line.speaker)}</td>"
             f'<td class="t">{clock(line.start)}–{clock(line.end)}</td>'
             f"{source_cell}{source}</td><td class=\"x\">{edited}{esc(line.text)}</td>"
-            f"<td>{esc(line.voice)}</td>{length_cell}<td class=\"n\">{borrowed}</td>"
+            f"<td>{breakable(line.voice)}</td>{length_cell}<td class=\"n\">{borrowed}</td>"
             f'<td class="n">{speed}</td><td>{flags}</td></tr>')
 
 
