@@ -50,8 +50,9 @@ TRIM_KEEP_S = 0.03  # ...keeping this much around the speech, so onsets are not 
 MIN_REFERENCE_S = 3.0  # Coqui cloning needs at least this much of the speaker's voice
 MAX_REFERENCE_S = 15.0
 VOICE_F0_PROBE_S = 20.0  # seconds of a voice's lines its pitch is measured on
-ROOM_GAP_S = 0.05
-KOKORO_SPEED_EXPONENT = 1.5  # the mix stage's gap between one line's end and the next one's start
+# Kokoro shortens a line less than it is asked to (speed 1.3 gave 0.84 of the length, not
+# 0.77): asking for (too long)^1.5 lands near the room.
+KOKORO_SPEED_EXPONENT = 1.5
 log = logging.getLogger(__name__)
 
 __all__ = ["STAGE", "check_voices", "run"]
@@ -445,15 +446,11 @@ def make_all(jobs: list[Job], engines: Engines, speed: float) -> None:
             raise
 
 
-def line_rooms(lines: list[Line], gap_s: float = ROOM_GAP_S) -> dict[str, float]:
-    """Seconds each spoken line may last before the next one starts: its slot and the
-    silence after it (the mix stage may also lead into the silence before; not counted)."""
-    spoken = sorted((line for line in lines if line.text), key=lambda line: (line.start, line.id))
-    rooms = {}
-    for line, following in zip(spoken, spoken[1:] + [None]):
-        limit = following.start - gap_s if following else float("inf")
-        rooms[line.id] = max(line.end - line.start, limit - line.start, 0.0)
-    return rooms
+def line_rooms(lines: list[Line]) -> dict[str, float]:
+    """Seconds each spoken line may last before the next spoken one starts (the same rule
+    translate budgets with: condense.rooms)."""
+    return condense.rooms([condense.Span(line.id, line.start, line.end)
+                           for line in lines if line.text])
 
 
 def predicted_speed(text: str, room: float, voice: voices.Voice, tts: dict,
@@ -472,15 +469,16 @@ def predicted_speed(text: str, room: float, voice: voices.Voice, tts: dict,
     return round(speed * math.floor(factor * 20) / 20, 3)
 
 
-def speak_faster_where_needed(entries: list[dict], lines: list[Line], chosen: dict,
-                              tts: dict, language: str, references: dict) -> list[Job]:
+def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dict[str, float],
+                              chosen: dict, tts: dict, language: str,
+                              references: dict) -> list[Job]:
     """Lines too long for their room are spoken again by the engine at up to
     ``tts.max_speed_boost`` times the pace: a voice asked to speak faster sounds better
     than the same audio time-stretched afterwards (the mix stage's last resort)."""
     boost = float(tts.get("max_speed_boost") or 1.0)
     if boost <= 1.0:
         return []
-    rooms, by_id = line_rooms(lines), {line.id: line for line in lines}
+    by_id = {line.id: line for line in lines}
     cache_dir, jobs = Path(tts["cache_dir"]), {}
     for entry in entries:
         if not entry["cache_key"]:
@@ -493,8 +491,6 @@ def speak_faster_where_needed(entries: list[dict], lines: list[Line], chosen: di
         current = entry.get("engine_speed") or tts["speed"]
         if current >= tts["speed"] * boost - 1e-9:
             continue  # already as fast as the voice may go
-        # Kokoro shortens a line less than it is asked to (speed 1.3 gave 0.84 of the
-        # length, not 0.77): ask for (too long)^1.5, which lands near the room.
         exponent = KOKORO_SPEED_EXPONENT if voice.backend == "kokoro" else 1.0
         factor = (natural / room) ** exponent if room > 0 else boost
         line_speed = round(min(current * factor, tts["speed"] * boost), 3)
@@ -555,7 +551,8 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
                                     line_speed)
             entries.append(entry)
         make_all(list(jobs.values()), engines, speed)
-        faster = speak_faster_where_needed(entries, lines, chosen, tts, language, references)
+        faster = speak_faster_where_needed(entries, lines, rooms, chosen, tts, language,
+                                           references)
         make_all(faster, engines, speed)
         for entry in entries:
             if entry["cache_key"]:
