@@ -7,14 +7,13 @@ lines. The separator is Spleeter's 2-stem model (see dubflow/separation.py); the
 
 The QA page shows how much speech the bed still holds: the separator is run a second
 time, on the first minutes of the bed, and what it still finds there is compared with
-what it found in the source (a self-estimate: it cannot hear what it cannot separate).
+what it found in the same minutes of the source (a self-estimate: it cannot hear what it
+cannot separate).
 """
 
 import logging
-import math
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 from dubflow import separation
@@ -25,22 +24,17 @@ BLEED_PROBE_S = 120.0  # the bleed is estimated on this much audio from the star
 log = logging.getLogger(__name__)
 
 
-def energy_db(audio: np.ndarray) -> float:
-    return 10 * math.log10(float(np.mean(np.square(audio, dtype=np.float64))) + 1e-20)
-
-
-def bleed_db(source_wav: Path, bed_wav: Path, threads: int) -> float | None:
-    """Speech energy the separator still finds in the bed, relative to the source's, in dB
-    (None when the probe holds no speech to compare with)."""
-    rate = sf.info(str(source_wav)).samplerate
-    frames = int(BLEED_PROBE_S * rate)
-    source, _ = sf.read(str(source_wav), frames=frames, dtype="float32", always_2d=True)
-    bed, _ = sf.read(str(bed_wav), frames=frames, dtype="float32", always_2d=True)
-    speech = separation.separate_vocals(source, rate, threads)
-    if energy_db(speech) < -70:
+def bleed_db(bed_wav: Path, speech_db: float, threads: int) -> float | None:
+    """Speech energy the separator still finds in the bed's first BLEED_PROBE_S, relative
+    to ``speech_db``, what it found in the same span of the source (None when that span
+    holds no speech to compare with)."""
+    if speech_db < -70:
         return None
+    rate = sf.info(str(bed_wav)).samplerate
+    bed, _ = sf.read(str(bed_wav), frames=int(BLEED_PROBE_S * rate), dtype="float32",
+                     always_2d=True)
     left = separation.separate_vocals(bed, rate, threads)
-    return round(energy_db(left) - energy_db(speech), 1)
+    return round(separation.energy_db(left) - speech_db, 1)
 
 
 def run(source_wav: str | Path, bed_wav: str | Path, report_json: str | Path,
@@ -48,8 +42,9 @@ def run(source_wav: str | Path, bed_wav: str | Path, report_json: str | Path,
     """Write the bed and a small report (figures for the log and the QA page)."""
     if method != "spleeter":
         raise ValueError(f"separation method {method!r} has no separate job; this is a bug")
-    stats = separation.separate_file(Path(source_wav), Path(bed_wav), threads=threads)
-    stats["bleed_db"] = bleed_db(Path(source_wav), Path(bed_wav), threads)
+    stats = separation.separate_file(Path(source_wav), Path(bed_wav), threads=threads,
+                                     probe_s=BLEED_PROBE_S)
+    stats["bleed_db"] = bleed_db(Path(bed_wav), stats.pop("vocals_probe_db"), threads)
     stats["method"] = method
     log.info("separated %.1f s at RTF %.3f (peak %.0f MB); speech left in the bed: %s dB",
              stats["seconds"], stats["rtf"], stats["peak_rss_mb"], stats["bleed_db"])

@@ -267,8 +267,12 @@ def _read_source(source_wav: Path) -> tuple[np.ndarray, int]:
 
 def separate_file(source_wav: Path, bed_wav: Path, vocals_wav: Path | None = None,
                   threads: int = 1, chunk_seconds: float = 30.0,
-                  weights: Path | None = None) -> dict:
+                  weights: Path | None = None, probe_s: float = 0.0) -> dict:
     """Write the bed (and optionally the vocals) of ``source_wav``; return figures for the log.
+
+    ``probe_s``: also return the vocals' energy over the first ``probe_s`` seconds
+    (``vocals_probe_db``), so a caller comparing it with the bed need not separate the
+    source a second time.
 
     The source array is handed straight to ``separate_vocals``, which drops it once it is
     resampled, so a long film's source is not held beside the separation's buffers.
@@ -286,10 +290,16 @@ def separate_file(source_wav: Path, bed_wav: Path, vocals_wav: Path | None = Non
         with atomic_path(vocals_wav) as tmp, _pcm24(tmp, rate, *vocals.shape[::-1]) as out:
             out.write(np.clip(vocals, -1.0, 1.0))
     seconds = vocals.shape[0] / rate
-    return {"seconds": round(seconds, 3), "separate_s": round(elapsed, 3),
+    probe = {"vocals_probe_db": energy_db(vocals[:int(probe_s * rate)])} if probe_s else {}
+    return {**probe, "seconds": round(seconds, 3), "separate_s": round(elapsed, 3),
             "rtf": round(elapsed / max(seconds, 1e-9), 4),
             "bed_peak_dbfs": _dbfs(bed_peak), "vocals_peak_dbfs": _dbfs(vocals_peak),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def energy_db(audio: np.ndarray) -> float:
+    """Mean energy in dB (full scale = 0); -200 for silence."""
+    return 10 * math.log10(float(np.mean(np.square(audio, dtype=np.float64))) + 1e-20)
 
 
 def _dbfs(peak: float) -> float:
