@@ -64,13 +64,14 @@ def sentence_lines(segments: list[Segment], max_pause_s: float = MAX_PAUSE_S,
             current.append(word)
     if current:
         pieces.append((owner, current))
+    origin = {id(word): segment for segment in segments for word in segment.words}
     lines = []
     for segment, words in pieces:
         if not words:
             lines.append(replace(segment))
             continue
         for part in split_long(words, max_line_s):
-            lines.append(line_from(part, segment, segments))
+            lines.append(line_from(part, [origin[id(word)] for word in part]))
     for index, line in enumerate(lines):
         line.id = index
     return lines
@@ -92,13 +93,11 @@ def split_long(words: list[Word], max_line_s: float) -> list[list[Word]]:
     return split_long(words[:k], max_line_s) + split_long(words[k:], max_line_s)
 
 
-def line_from(words: list[Word], first: Segment, segments: list[Segment]) -> Segment:
-    """A line made of ``words``: its confidence is that of the least sure segment it
-    draws words from, so a line the QA page should flag stays flagged."""
-    sources = [s for s in segments
-               if s.words and s.words[0].start <= words[-1].start and s.words[-1].end >= words[0].start
-               and s.speaker == first.speaker]
-    sources = sources or [first]
+def line_from(words: list[Word], sources: list[Segment]) -> Segment:
+    """A line made of ``words``, taken from the segments ``sources`` (one per word): its
+    confidence is that of the least sure segment it draws words from, so a line the QA
+    page should flag stays flagged."""
+    first = sources[0]
     return Segment(
         id=0,
         start=words[0].start,
