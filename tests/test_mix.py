@@ -220,6 +220,9 @@ def test_trimmed_line_fades_out():
 def test_bad_settings_are_one_sentence_config_errors():
     with pytest.raises(ConfigError, match=r"mix.separation is 'demucs'"):
         mix.settings({"separation": "demucs"})
+    with pytest.raises(ConfigError, match=r"mix.loudness is 'netflix', but it must be one of "
+                                          r"streaming, ebu-r128, atsc-a85"):
+        mix.settings({"loudness": "netflix"})
     assert mix.settings({"separation": "spleeter"}).duck_db == 10.0
     assert mix.settings({"separation": "none"}).duck_db == 12.0
     assert mix.settings({"separation": "spleeter", "duck_db": 3}).duck_db == 3.0

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from dubflow.errors import InputError
 from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
 from dubflow.streams import choose_audio
 from test_workflow import make_workspace, snakemake
@@ -79,6 +80,16 @@ def test_auto_skips_a_commentary_that_comes_first(tmp_path, speech_video):
     stream, why = choose_audio(info)
     assert (stream.channels, stream.language, stream.is_comment) == (6, "eng", False), why
     assert choose_audio(info, 0)[0].is_comment and choose_audio(info, "jpn")[0].language == "jpn"
+
+
+def test_a_stream_that_is_not_there_is_one_sentence(tmp_path, speech_video):
+    info = probe(release(tmp_path, speech_video[0]), stage="test")
+    with pytest.raises(InputError, match=r"release.mkv has 3 audio stream\(s\), so audio_stream 5 "
+                                         r"does not exist \(stage extract\); set audio_stream"):
+        choose_audio(info, 5)
+    with pytest.raises(InputError, match=r"release.mkv has no audio stream tagged 'fr' \(it has: "
+                                         r"eng, jpn; stage mux\)"):
+        choose_audio(info, "fr", stage="mux")
 
 
 @pytest.mark.slow
