@@ -15,8 +15,10 @@ min_version("9.0")
 WORKFLOW_DIR = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent
 sys.path.insert(0, str(WORKFLOW_DIR / "scripts"))
 from dubflow import batch as dubflow_batch
+from dubflow import cluster as dubflow_cluster
 from dubflow import settings as dubflow_settings
 from dubflow.errors import DubflowError
+from dubflow.review import choices as review_choices
 
 try:
     dubflow_settings.validate_config(
@@ -36,10 +38,27 @@ wildcard_constraints:
     lang=r"[a-z]{2,3}",
 
 
+def voice_choices_file(name):
+    """The reviewer's voice choices for one video (written by tools/review.py)."""
+    return review_choices.voices_path(config["edits_dir"], name)
+
+
 @functools.cache
 def settings_for(name):
-    """Config as seen by one video (global keys + its samples-sheet overrides); read-only."""
-    return dubflow_settings.settings_for(config, SAMPLES.get(name))
+    """Config as seen by one video (global keys + its samples-sheet overrides + the
+    reviewer's voice choices, edits/{name}.voices.yaml, over tts.voices); read-only."""
+    merged = dubflow_settings.settings_for(config, SAMPLES.get(name))
+    try:
+        choices = review_choices.read_choices(voice_choices_file(name))
+    except DubflowError as error:
+        raise WorkflowError(f"dubflow: {error}") from None
+    return review_choices.merge_voices(merged, choices)
+
+
+def synthesis_inputs(wildcards):
+    """The reviewer's voice choices for this video, when there are any."""
+    path = voice_choices_file(wildcards.name)
+    return {"voices": str(path)} if path.is_file() else {}
 
 
 def mix_bed(wildcards):
@@ -110,6 +129,11 @@ def subtitle_text(wildcards):
 
 onstart:
     dubflow_batch.write_effective_config(config, "logs/config.effective.yaml")
+    try:
+        for line in dubflow_cluster.check_workflow(workflow):
+            print(line, file=sys.stderr)
+    except DubflowError as error:
+        raise WorkflowError(f"dubflow: {error}") from None
 
 
 def report_batch():

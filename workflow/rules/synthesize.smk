@@ -1,6 +1,7 @@
 rule synthesize:
     """One wav per translated line, each speaker with their own voice (cached per line)."""
     input:
+        unpack(synthesis_inputs),
         translation="work/{name}/{lang}/translation.json",
         audio="work/{name}/audio.wav",
     output:

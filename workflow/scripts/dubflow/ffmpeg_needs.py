@@ -53,6 +53,8 @@ FILTERS: dict[str, Need] = {
     "ebur128": _need(("mix",), peak={"true", "sample"}, framelog={"verbose"}),
     "rubberband": _need(("mix",), tempo=None),
     "atempo": _need(("mix",), tempo=None),
+    # the review app's browser proxy (dubflow/review/media.py)
+    "scale": _need(("review",), w=None, h=None),
 }
 
 ENCODERS: dict[str, Need] = {
@@ -61,12 +63,16 @@ ENCODERS: dict[str, Need] = {
     "pcm_f32le": _need(("mix",)),
     "aac": _need(("mix",), aac_coder={"fast"}),
     "srt": _need(("mux",)),
+    # the review app's browser proxy: VP8 + Opus in WebM, which every Chromium plays
+    "libvpx": _need(("review",), deadline={"realtime"}, speed=None),  # speed: cpu-used
+    "libopus": _need(("review",)),
 }
 
 MUXERS: dict[str, Need] = {
     "wav": _need(("extract", "mix"), rf64={"auto"}),
     "matroska": _need(("mix", "mux")),
     "null": _need(("mix",)),
+    "webm": _need(("review",)),
 }
 
 #: Filters a build may lack: the stage then uses the fallback (and logs it).

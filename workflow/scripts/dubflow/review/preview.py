@@ -1,0 +1,159 @@
+"""Hear an edited line in place, in about a second, without rebuilding the dub.
+
+The line is spoken by the same voice and backend the synthesize stage would use (same
+speed prediction, same speak-faster pass, same level), fitted to its slot by the same
+plan the mix stage makes (:func:`fit.plan` over every line, with the new length), and
+laid with its neighbours over that stretch of the bed, ducked and at the dub's gain, as
+the mix would. The engines stay loaded in the app process, so only the first preview of
+a language pays for loading a model (and the app loads them when it starts).
+
+Nothing is written to ``work/``, ``out/`` or the TTS cache: the cache is read (a line
+edited back to a text already voiced comes from it), and the new audio lives in a
+temporary folder for the length of the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+import mix
+import synthesize
+from dubflow import fit, voices
+from dubflow.review.media import wav_bytes
+from dubflow.review.project import Video
+
+log = logging.getLogger(__name__)
+#: Seconds of the dub played before and after the edited line.
+CONTEXT_S = 0.6
+
+
+class Previewer:
+    """The loaded engines of one app, one per language, reused by every preview."""
+
+    def __init__(self, video: Video, threads: int = 2) -> None:
+        self.video, self.threads = video, threads
+        self._engines: dict[str, synthesize.Engines] = {}
+        self._lock = threading.Lock()  # one preview at a time: they share the engines
+
+    def engines(self, lang: str, tts: dict) -> synthesize.Engines:
+        if lang not in self._engines:
+            self._engines[lang] = synthesize.Engines(tts, lang, self.threads)
+        return self._engines[lang]
+
+    def warm_up(self) -> None:
+        """Load every language's voices now, so the first preview is as quick as the rest."""
+        for lang, language in self.video.languages.items():
+            tts = voices.settings(self.video.settings()["tts"])
+            for spec in sorted(set(language.voices.values())):
+                try:
+                    voice = voices.resolve(spec, tts, lang, f"tts.voices.{lang}")
+                    with self._lock:
+                        self.engines(lang, tts).get(voice)
+                except Exception as error:  # a preview will say it again, as one sentence
+                    log.warning("could not load the voice %s for %s: %s", spec, lang, error)
+
+    def preview(self, lang: str, line_id: str, text: str, voice_spec: str | None = None
+                ) -> tuple[bytes, dict]:
+        """WAV bytes of the line said as ``text``, in place, and what the fit did to it."""
+        with self._lock, tempfile.TemporaryDirectory(prefix="dubflow-preview-") as scratch:
+            return self._preview(lang, line_id, text, voice_spec, Path(scratch))
+
+    def _preview(self, lang: str, line_id: str, text: str, voice_spec: str | None,
+                 scratch: Path) -> tuple[bytes, dict]:
+        video = self.video
+        cfg = video.settings()
+        tts = voices.settings(cfg["tts"])
+        folder = video.work / lang
+        _, lines = synthesize.read_translation(folder / "translation.json")
+        for line in lines:
+            if line.id == line_id:
+                line.text = text
+        row = video.language(lang).row(line_id)
+        spec = voice_spec or video.language(lang).voices.get(row.speaker) or row.voice
+        voice = voices.resolve(spec, tts, lang, f"tts.voices.{lang}.{row.speaker}")
+        engines = self.engines(lang, tts)
+        room = synthesize.line_rooms(lines)[line_id]
+        cps = cfg["translation"]["condense"]["chars_per_second"]
+        speed = synthesize.predicted_speed(text, room, voice, tts, cps)
+        audio, rate = self._speak(engines, voice, text, speed, lang, tts)
+        natural = len(audio) / rate
+        boost = float(tts.get("max_speed_boost") or 1.0)
+        if natural > room + 0.01 and boost > 1.0 and speed < tts["speed"] * boost - 1e-9:
+            exponent = synthesize.KOKORO_SPEED_EXPONENT if voice.backend == "kokoro" else 1.0
+            factor = (natural / room) ** exponent if room > 0 else boost
+            speed = round(min(speed * factor, tts["speed"] * boost), 3)
+            audio, rate = self._speak(engines, voice, text, speed, lang, tts)
+        new_wav = scratch / f"{line_id}.wav"
+        sf.write(str(new_wav), audio, rate, subtype="PCM_16")
+        return self._in_place(lang, line_id, new_wav, len(audio) / rate, cfg, scratch,
+                              speed)
+
+    def _speak(self, engines, voice, text: str, speed: float, lang: str, tts: dict):
+        """The finished line (trimmed, levelled) from the TTS cache or the engine."""
+        key = synthesize.cache_key(text, voice, speed, lang, None)
+        cached = synthesize.cache_path(self.video.root / tts["cache_dir"], key)
+        if synthesize.read_cached(cached) is not None:
+            audio, rate = sf.read(str(cached), dtype="float32")
+            return audio, rate
+        audio, rate = engines.synthesize(voice, text, speed, None, int(key[:8], 16))
+        return synthesize.finish_audio(audio, rate), rate
+
+    def _in_place(self, lang: str, line_id: str, new_wav: Path, natural_s: float,
+                  cfg: dict, scratch: Path, engine_speed: float) -> tuple[bytes, dict]:
+        """The new line and its neighbours over the ducked bed, at the dub's gain."""
+        video, language = self.video, self.video.language(lang)
+        tts_dir = video.work / lang / "tts"
+        bed_path = video.work / ("source.wav" if cfg["mix"]["separation"] == "none"
+                                 else "bed.wav")
+        settings = mix.settings(cfg["mix"], sf.info(str(bed_path)).channels)
+        lines = mix.read_lines(tts_dir)
+        wavs = {}
+        for line in lines:
+            if line.get("wav"):
+                wavs[str(line["id"])] = tts_dir / str(line["wav"])
+            if str(line["id"]) == line_id:
+                line.update(wav=new_wav.name, duration_s=natural_s)
+                wavs[line_id] = new_wav
+        duration = sf.info(str(bed_path)).duration
+        placements = fit.plan(lines, settings.max_speedup, duration, mix.GAP_S,
+                              settings.max_lead_s)
+        target = next(p for p in placements if p.id == line_id)
+        first_s = max(0.0, target.start - CONTEXT_S)
+        last_s = min(duration, target.end + CONTEXT_S)
+        bed, rate = _bed(bed_path, first_s, last_s)
+        first = int(first_s * rate)
+        near = [p for p in placements if p.start < last_s and p.end > first_s]
+        voice = np.zeros(len(bed), dtype=np.float32)
+        tempo = video.root / cfg["tts"]["cache_dir"] / "tempo"
+        for p in near:
+            # the neighbours' sped-up audio is in the mix's tempo cache; the new line's
+            # is made in the scratch folder, so the cache is only read
+            cache = tempo if tempo.is_dir() and p.id != line_id else None
+            audio = mix.line_audio(p, wavs[p.id], settings, scratch,
+                                   video.base_config["ffmpeg"], cache, rate)
+            at = round(p.start * rate) - first
+            lo, hi = max(0, at), min(len(voice), at + len(audio))
+            if hi > lo:
+                voice[lo:hi] += audio[lo - at:hi - at]
+        envelope = mix.gain_envelope(first, len(bed), rate, mix.duck_intervals(placements),
+                                     settings.duck_db)
+        out = (bed * envelope + voice) * 10 ** (language.gain_db / 20)
+        info = {"flags": target.flags, "speed": round(target.speed, 3),
+                "natural_s": round(natural_s, 3), "slot_s": round(target.slot_s, 3),
+                "engine_speed": engine_speed, "start": round(first_s, 3)}
+        return wav_bytes(out.astype(np.float32), rate), info
+
+
+def _bed(path: Path, first_s: float, last_s: float) -> tuple[np.ndarray, int]:
+    """The bed's span as mono float32 (the dub puts the voice in every channel)."""
+    info = sf.info(str(path))
+    first, last = int(first_s * info.samplerate), int(last_s * info.samplerate)
+    audio, rate = sf.read(str(path), start=first, stop=max(first, last), dtype="float32",
+                          always_2d=True)
+    return audio.mean(axis=1), rate
