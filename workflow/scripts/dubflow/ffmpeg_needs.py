@@ -65,14 +65,17 @@ ENCODERS: dict[str, Need] = {
     "srt": _need(("mux",)),
     # the review app's browser proxy: VP8 + Opus in WebM, which every Chromium plays
     "libvpx": _need(("review",), deadline={"realtime"}, speed=None),  # speed: cpu-used
-    "libopus": _need(("review",)),
+    "libopus": _need(("review", "report_clips")),
 }
 
 MUXERS: dict[str, Need] = {
     "wav": _need(("extract", "mix"), rf64={"auto"}),
     "matroska": _need(("mix", "mux")),
     "null": _need(("mix",)),
-    "webm": _need(("review",)),
+    "webm": _need(("review", "report_clips")),
+    # the QA page's per-line clips: one encode cut into files (dubflow/qa_clips.py)
+    "segment": _need(("report_clips",), segment_format=None, segment_times=None,
+                     segment_start_number=None, reset_timestamps=None),
 }
 
 #: Filters a build may lack: the stage then uses the fallback (and logs it).
