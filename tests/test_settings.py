@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import default_config
 from dubflow import settings
 from dubflow.errors import ConfigError, InputError, ModelError
 from dubflow.whisper_model import check_whisper_model
@@ -17,6 +18,12 @@ SHEET_SCHEMA = ROOT / "workflow" / "schemas" / "samples.schema.yaml"
 @pytest.fixture
 def config():
     return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+@pytest.fixture
+def validated():
+    """The shipped config as the workflow sees it: every schema default filled in."""
+    return default_config()
 
 
 def test_shipped_config_is_valid(config):
@@ -74,7 +81,7 @@ def write_sheet(path, text):
     return path
 
 
-def test_sheet_rows_override_config(tmp_path, config):
+def test_sheet_rows_override_config(tmp_path, validated):
     sheet = write_sheet(
         tmp_path / "s.tsv",
         "name|path|source_language|target_languages\n"
@@ -82,11 +89,11 @@ def test_sheet_rows_override_config(tmp_path, config):
         "b|in/b.mp4||\n",
     )
     samples = settings.read_sheet(sheet, SHEET_SCHEMA)
-    assert settings.settings_for(config, samples["a"])["target_languages"] == ["pt", "es"]
-    assert settings.settings_for(config, samples["a"])["source_language"] == "en"
-    b = settings.settings_for(config, samples["b"])
-    assert b["source_language"] == config["source_language"]
-    assert b["target_languages"] == config["target_languages"]
+    assert settings.settings_for(validated, samples["a"])["target_languages"] == ["pt", "es"]
+    assert settings.settings_for(validated, samples["a"])["source_language"] == "en"
+    b = settings.settings_for(validated, samples["b"])
+    assert b["source_language"] == validated["source_language"]
+    assert b["target_languages"] == validated["target_languages"]
 
 
 def test_sheet_without_path_column(tmp_path):
@@ -110,24 +117,24 @@ def test_sheet_duplicate_names(tmp_path):
         settings.read_sheet(sheet, SHEET_SCHEMA)
 
 
-def test_sheet_and_input_dir_combine(tmp_path, config, monkeypatch):
+def test_sheet_and_input_dir_combine(tmp_path, validated, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "loose.webm").write_bytes(b"x")
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "x.mov").write_bytes(b"x")
     write_sheet(tmp_path / "s.tsv", "name|path\nlisted|elsewhere/x.mov\n")
-    config["samples"] = "s.tsv"
-    assert sorted(settings.load_samples(config, SHEET_SCHEMA)) == ["listed", "loose"]
+    validated["samples"] = "s.tsv"
+    assert sorted(settings.load_samples(validated, SHEET_SCHEMA)) == ["listed", "loose"]
 
 
-def test_sheet_rows_with_missing_files_stop_the_run_naming_them(tmp_path, config, monkeypatch):
+def test_sheet_rows_with_missing_files_stop_the_run_naming_them(tmp_path, validated, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_sheet(tmp_path / "s.tsv", "name|path\nep1|a.mp4\nep2|b.mp4\n")
     (tmp_path / "a.mp4").write_bytes(b"x")
-    config["samples"] = "s.tsv"
+    validated["samples"] = "s.tsv"
     with pytest.raises(InputError, match=r"lists b\.mp4 for 'ep2', but there is no such file"):
-        settings.load_samples(config, SHEET_SCHEMA)
+        settings.load_samples(validated, SHEET_SCHEMA)
 
 
 def test_unknown_target_says_where_to_put_the_video():
@@ -153,11 +160,12 @@ def test_missing_model_folder_says_how_to_install(tmp_path):
 
 def test_relative_model_path_falls_back_to_the_workflow_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = {"asr": {"model": "models/whisper-tiny.en"}}
+    config = default_config()
+    config["asr"]["model"] = "models/whisper-tiny.en"
     settings.preflight(config, ROOT)
     assert config["asr"]["model"] == str(ROOT / "models" / "whisper-tiny.en")
     (tmp_path / "models" / "whisper-tiny.en").mkdir(parents=True)
-    config = {"asr": {"model": "models/whisper-tiny.en"}}
+    config["asr"]["model"] = "models/whisper-tiny.en"
     with pytest.raises(ModelError):  # the working directory's (empty) folder wins
         settings.preflight(config, ROOT)
 

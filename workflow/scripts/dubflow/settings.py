@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from dubflow.config_schema import describe_validation_error
 from dubflow.errors import ConfigError, InputError
 from dubflow.whisper_model import check_whisper_model
 
@@ -96,44 +97,10 @@ def check_no_secrets(config: Any, key: str = "") -> None:
             )
 
 
-def describe_validation_error(error: Exception, what: str, noun: str = "key") -> str:
-    """Turn snakemake's wrapped jsonschema.ValidationError into one line naming the key.
-
-    ``noun`` is what a property is called for the reader: a config "key", a sheet "column".
-    A failed ``pattern`` is explained by the schema's ``description`` when it has one,
-    since a regular expression is no help to most readers.
-    """
-    import jsonschema
-
-    # snakemake raises WorkflowError while handling the ValidationError: it is the context.
-    inner = error.__cause__ or error.__context__
-    if not isinstance(inner, jsonschema.ValidationError):
-        inner = None
-    if inner is None:
-        return f"{what} is invalid: {str(error).splitlines()[0]}"
-    key = ".".join(str(p) for p in inner.absolute_path)
-    if inner.validator == "additionalProperties":
-        unknown = sorted(set(inner.instance) - set(inner.schema.get("properties", {})))
-        allowed = ", ".join(sorted(inner.schema.get("properties", {})))
-        where = f" under '{key}'" if key else ""
-        return (
-            f"{what} has unknown {noun}(s) {', '.join(map(repr, unknown))}{where}; "
-            f"allowed {noun}s are: {allowed}"
-        )
-    if inner.validator == "required":
-        return f"{what} is missing a required {noun}: {inner.message}" + (
-            f" (under '{key}')" if key else ""
-        )
-    if inner.validator == "pattern" and inner.schema.get("description"):
-        return (f"{what} {noun} '{key}' is invalid: {inner.instance!r} is not allowed; "
-                f"{inner.schema['description']}")
-    return f"{what} {noun} '{key or '(top level)'}' is invalid: {inner.message}"
-
-
 def load_samples(config: dict, sheet_schema: str | Path | None = None) -> dict[str, Sample]:
     """Every video to dub: the sheet's rows first, then files in input_dir not in the sheet."""
     samples = discover_inputs(Path(config["input_dir"]))
-    sheet = config.get("samples")
+    sheet = config["samples"]
     if sheet and Path(sheet).is_file():
         listed = read_sheet(Path(sheet), sheet_schema)
         check_sheet_files(Path(sheet), listed)
@@ -323,7 +290,8 @@ def find_sample(samples: dict[str, Sample], name: str, input_dir: str) -> Sample
 
 
 def preflight(config: dict, workflow_dir: str | Path) -> None:
-    """Checks that need the filesystem, run once when the DAG is built.
+    """Checks that need the filesystem, run once when the DAG is built (on a validated
+    config).
 
     A relative model path is looked up in the working directory first, then in the
     workflow's folder, where `make setup` puts models/: so the default config works from
@@ -331,18 +299,15 @@ def preflight(config: dict, workflow_dir: str | Path) -> None:
     """
     resolve_model_paths(config, workflow_dir)
     check_whisper_model(config["asr"]["model"])
-    if "diarization" in config:
-        from dubflow.diarize_models import preflight as check_diarization
+    from dubflow.diarize_models import preflight as check_diarization
+    from dubflow.ffmpeg_safe import check_capabilities
 
-        check_diarization(config["diarization"])
-    if (config.get("mix") or {}).get("separation", "none") != "none":
+    check_diarization(config["diarization"])
+    if config["mix"]["separation"] != "none":
         from dubflow.separation_weights import check_weights
 
         check_weights()
-    if "ffmpeg" in config:
-        from dubflow.ffmpeg_safe import check_capabilities
-
-        check_capabilities(config["ffmpeg"])
+    check_capabilities(config["ffmpeg"])
     check_writable(("out", "work", "logs", "benchmarks"))
 
 
@@ -352,15 +317,12 @@ def resolve_model_paths(config: dict, workflow_dir: str | Path) -> None:
         return str(resolve_model_path(value, workflow_dir)) if value else value
 
     config["asr"]["model"] = resolve(config["asr"]["model"])
-    translation = config.get("translation", {})
+    translation, tts = config["translation"], config["tts"]
     for key in ("models", "glossary"):
-        translation[key] = {pair: resolve(path) for pair, path in (translation.get(key) or {}).items()}
-    tts = config.get("tts", {})
-    tts["piper_voices"] = {name: resolve(path) for name, path in (tts.get("piper_voices") or {}).items()}
-    if tts.get("kokoro_model"):
-        tts["kokoro_model"] = resolve(tts["kokoro_model"])
-    if tts.get("coqui"):
-        tts["coqui"]["model_dir"] = resolve(tts["coqui"].get("model_dir"))
+        translation[key] = {pair: resolve(path) for pair, path in translation[key].items()}
+    tts["piper_voices"] = {name: resolve(path) for name, path in tts["piper_voices"].items()}
+    tts["kokoro_model"] = resolve(tts["kokoro_model"])
+    tts["coqui"]["model_dir"] = resolve(tts["coqui"]["model_dir"])
 
 
 def check_languages(config: dict, samples: dict[str, Sample]) -> None:
