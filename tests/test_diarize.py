@@ -309,11 +309,6 @@ def test_bad_settings_name_the_key(settings, key):
         diarize.resolve_settings(settings)
 
 
-def test_settings_from_a_samples_sheet_are_coerced():
-    settings = diarize.resolve_settings({"num_speakers": "3", "series": None})
-    assert settings["num_speakers"] == 3 and settings["series"] is None
-
-
 def test_threads_follow_the_rule_and_are_restored():
     import torch
 

@@ -24,6 +24,7 @@ from dubflow import fit
 import mix
 from dubflow.errors import ConfigError, InputError
 from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
+from conftest import default_config
 
 BED_HZ = 60.0  # below a male voice's pitch, so the bed can be measured under speech
 RATE = 48_000
@@ -218,19 +219,24 @@ def test_trimmed_line_fades_out():
 
 
 def test_bad_settings_are_one_sentence_config_errors():
-    with pytest.raises(ConfigError, match=r"mix.separation is 'demucs'"):
+    """Ranges come from the schema, also for a section passed by hand."""
+    with pytest.raises(ConfigError, match=r"'mix.separation' is invalid: 'demucs' is not one of"):
         mix.settings({"separation": "demucs"})
-    with pytest.raises(ConfigError, match=r"mix.loudness is 'netflix', but it must be one of "
-                                          r"streaming, ebu-r128, atsc-a85"):
+    with pytest.raises(ConfigError, match=r"'mix.loudness' is invalid: 'netflix'"):
         mix.settings({"loudness": "netflix"})
-    assert mix.settings({"separation": "spleeter"}).duck_db == 10.0
-    assert mix.settings({"separation": "none"}).duck_db == 12.0
-    assert mix.settings({"separation": "spleeter", "duck_db": 3}).duck_db == 3.0
-    with pytest.raises(ConfigError, match="mix.channels is 3"):
+    with pytest.raises(ConfigError, match="'mix.channels' is invalid: 3"):
         mix.settings({"channels": 3})
     with pytest.raises(ConfigError, match="mix.true_peak_db"):
         mix.settings({"true_peak_db": 2})
-    assert mix.settings(None).sample_rate == 48000
+
+
+def test_settings_resolve_presets_and_auto():
+    assert mix.settings({"separation": "spleeter"}).duck_db == 10.0
+    assert mix.settings({"separation": "none"}).duck_db == 12.0
+    assert mix.settings({"separation": "spleeter", "duck_db": 3}).duck_db == 3.0
+    assert mix.settings({"loudness": "atsc-a85"}).target_lufs == -24.0
+    assert mix.settings({"loudness": "atsc-a85", "true_peak_db": -3}).true_peak_db == -3.0
+    assert mix.settings(default_config()["mix"]) == mix.settings(None)
 
 
 EBUR128_SILENCE = """[Parsed_ebur128_0 @ 0x7f36d0001c00] Summary:
@@ -299,9 +305,15 @@ def tone(seconds: float, rate: int = 16000, hz: float = 700.0) -> np.ndarray:
     return audio.astype(np.float32)
 
 
+def mix_config(**changes) -> dict:
+    """The workflow's mix section, over the original mix (these sources have no separated
+    bed) and without early starts (the fitting cases here are sized without them)."""
+    return {**default_config()["mix"], "separation": "none", "max_lead_s": 0.0, **changes}
+
+
 def run_stage(tmp: Path, source: Path, tts: Path, dub_track: Path | None = None,
               **mix_settings) -> tuple[dict, np.ndarray, int]:
-    report = mix.run(source, tts, tmp / "dub.wav", tmp / "fit.json", mix_settings,
+    report = mix.run(source, tts, tmp / "dub.wav", tmp / "fit.json", mix_config(**mix_settings),
                      dub_track=dub_track, tempo_cache=tmp / "tempo")
     assert json.loads((tmp / "fit.json").read_text()) == report
     audio, rate = sf.read(tmp / "dub.wav", dtype="float64", always_2d=True)
@@ -529,7 +541,7 @@ def test_sped_up_lines_come_from_the_cache_the_second_time(speech_mix, tmp_path)
     assert len(cached) == 2  # the two sped-up lines
     stamps = [p.stat().st_mtime_ns for p in cached]
     source, tts = speech_mix["tmp"] / "source.wav", speech_mix["tmp"] / "tts"
-    again = mix.run(source, tts, tmp_path / "dub.wav", tmp_path / "fit.json", {},
+    again = mix.run(source, tts, tmp_path / "dub.wav", tmp_path / "fit.json", mix_config(),
                     tempo_cache=speech_mix["tmp"] / "tempo")
     assert again["lines"] == speech_mix["report"]["lines"]
     assert [p.stat().st_mtime_ns for p in cached] == stamps
@@ -627,7 +639,7 @@ def test_bad_tts_wav_is_one_sentence_and_leaves_nothing(tmp_path, damage):
     else:
         bad.unlink()
     with pytest.raises(InputError) as caught:
-        mix.run(source, tts, tmp_path / "out" / "dub.wav", tmp_path / "out" / "fit.json", {})
+        mix.run(source, tts, tmp_path / "out" / "dub.wav", tmp_path / "out" / "fit.json", mix_config())
     message = str(caught.value)
     assert str(bad) in message and "synthesize" in message and "stage mix" in message
     assert "\n" not in message and message.endswith(".") and message.count(". ") == 0
@@ -638,10 +650,10 @@ def test_missing_lines_json_is_an_input_error(tmp_path):
     source = make_source(tmp_path / "source.wav", 2.0)
     (tmp_path / "tts").mkdir()
     with pytest.raises(InputError, match="lines.json does not exist .* synthesize"):
-        mix.run(source, tmp_path / "tts", tmp_path / "dub.wav", tmp_path / "fit.json", {})
+        mix.run(source, tmp_path / "tts", tmp_path / "dub.wav", tmp_path / "fit.json", mix_config())
     (tmp_path / "tts" / "lines.json").write_text('[{"id": "1", "start": 1.0}]')
     with pytest.raises(InputError, match=r"lines.json is not a valid line list \(no 'end'\)"):
-        mix.run(source, tmp_path / "tts", tmp_path / "dub.wav", tmp_path / "fit.json", {})
+        mix.run(source, tmp_path / "tts", tmp_path / "dub.wav", tmp_path / "fit.json", mix_config())
     assert not (tmp_path / "dub.wav").exists()
 
 

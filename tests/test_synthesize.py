@@ -38,6 +38,7 @@ def tts_config(tmp_path: Path, **overrides) -> dict:
     """espeak-ng unless a test asks for another backend: it is the fastest, and the voice
     machinery (slots, variants, cache) is the same for all; `auto` (Kokoro) has its tests."""
     return {"backend": "espeak", "voices": {}, "piper_voices": {}, "speed": 1.0,
+            "max_speed_boost": 1.0,  # no second, faster take unless a test asks for one
             "cache_dir": str(tmp_path / "cache"), **overrides}
 
 

