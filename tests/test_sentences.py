@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from conftest import default_config
 from dubflow.records import Segment, Word
 from dubflow.sentences import sentence_lines, sentence_share
+
+
+def regroup(segments: list[Segment], **changes) -> list[Segment]:
+    """sentence_lines with the workflow's asr section (schema defaults), a few keys changed."""
+    asr = {**default_config()["asr"], **changes}
+    return sentence_lines(segments, asr["line_max_pause_s"], asr["line_max_s"])
 
 
 def segment(words: list[tuple[float, float, str]], speaker: str | None = "A",
@@ -27,7 +34,7 @@ def texts(lines):
 
 def test_a_sentence_cut_by_whisper_is_whole_again():
     # The real call: "...not much difference. At" | "least you know they call me a Yankee."
-    lines = sentence_lines([
+    lines = regroup([
         timed("There is not much difference. At", 0.0),
         timed("least you know they call me a Yankee.", 2.0),
     ])
@@ -38,24 +45,24 @@ def test_a_sentence_cut_by_whisper_is_whole_again():
 
 
 def test_speaker_change_always_ends_a_line_even_mid_sentence():
-    lines = sentence_lines([timed("I thought you", 0.0, "A"), timed("know it well.", 1.0, "B")])
+    lines = regroup([timed("I thought you", 0.0, "A"), timed("know it well.", 1.0, "B")])
     assert [(line.speaker, line.text) for line in lines] == [
         ("A", "I thought you"), ("B", "know it well.")]
 
 
 def test_a_long_pause_without_punctuation_ends_a_line():
-    lines = sentence_lines([timed("so we went home", 0.0), timed("and then it rained.", 3.5)],
-                           max_pause_s=1.5)
+    lines = regroup([timed("so we went home", 0.0), timed("and then it rained.", 3.5)],
+                    line_max_pause_s=1.5)
     assert texts(lines) == ["so we went home", "and then it rained."]
-    short = sentence_lines([timed("so we went home", 0.0), timed("and then it rained.", 1.6)],
-                           max_pause_s=1.5)
+    short = regroup([timed("so we went home", 0.0), timed("and then it rained.", 1.6)],
+                    line_max_pause_s=1.5)
     assert texts(short) == ["so we went home and then it rained."]
 
 
 def test_long_sentence_is_cut_at_the_clause_nearest_its_middle():
     text = ("When we finally got to the station, after the long walk in the rain, "
             "the last train had already left without us.")
-    lines = sentence_lines([timed(text, 0.0, step=0.5)], max_line_s=6.0)
+    lines = regroup([timed(text, 0.0, step=0.5)], line_max_s=6.0)
     assert all(line.end - line.start <= 6.0 for line in lines)
     assert all(line.text.endswith((",", ".")) for line in lines), texts(lines)
     assert " ".join(texts(lines)) == text
@@ -65,18 +72,18 @@ def test_long_sentence_without_clauses_is_cut_at_its_longest_pause_never_in_a_wo
     words = [(i * 0.5, i * 0.5 + 0.4, f" w{i}") for i in range(10)]
     words += [(6.0 + i * 0.5, 6.4 + i * 0.5, f" v{i}") for i in range(10)]
     words[-1] = (words[-1][0], words[-1][1], " v9.")
-    lines = sentence_lines([segment(words)], max_line_s=8.0)
+    lines = regroup([segment(words)], line_max_s=8.0)
     assert texts(lines)[0].endswith("w9") and texts(lines)[1].startswith("v0")
 
 
 def test_confidence_of_a_merged_line_is_its_least_sure_source():
-    lines = sentence_lines([timed("It was fine. But", 0.0, logprob=-0.1),
+    lines = regroup([timed("It was fine. But", 0.0, logprob=-0.1),
                             timed("then it broke.", 1.5, logprob=-1.4, low=True)])
     assert lines[0].low_confidence is False and lines[1].low_confidence is True
     assert lines[1].avg_logprob == -1.4
 
 
 def test_sentence_share_counts_lines_ending_a_sentence():
-    lines = sentence_lines([timed('He said "no." Then', 0.0), timed("left", 1.5, "B")])
+    lines = regroup([timed('He said "no." Then', 0.0), timed("left", 1.5, "B")])
     assert texts(lines) == ['He said "no."', "Then", "left"]
     assert sentence_share(lines) == 1 / 3

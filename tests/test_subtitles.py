@@ -16,6 +16,11 @@ def word_segment(text, start=0.0, per_word=0.4):
     return {"start": start, "end": t, "text": text, "words": words}
 
 
+def subs(**changes) -> dict:
+    """The workflow's subtitles section (schema defaults) with a few keys changed."""
+    return {**default_config()["subtitles"], **changes}
+
+
 LONG = (
     "This is a very long segment that Whisper could return when somebody talks for a "
     "while without stopping, and it must be cut into several cues. Each one short enough "
@@ -24,7 +29,7 @@ LONG = (
 
 
 def test_long_segment_is_cut_into_readable_cues():
-    cues = subtitles.build_cues([word_segment(LONG)], 42, 2, 7.0)
+    cues = subtitles.build_cues([word_segment(LONG)], subs())
     assert len(cues) >= 3
     for cue in cues:
         lines = cue.text.split("\n")
@@ -39,19 +44,19 @@ def test_long_segment_is_cut_into_readable_cues():
 
 def test_cue_times_come_from_words():
     segment = word_segment("Hello there. General Kenobi, you are a bold one.", start=10.0)
-    cues = subtitles.build_cues([segment], 42, 2, 7.0)
+    cues = subtitles.build_cues([segment], subs())
     assert cues[0].start == 10.0
     assert cues[-1].end == segment["words"][-1]["end"]
 
 
 def test_breaks_after_punctuation_when_possible():
     text = "I never said that to anyone, not once. But you heard it from somebody else anyway."
-    cues = subtitles.build_cues([word_segment(text)], 42, 1, 7.0)
+    cues = subtitles.build_cues([word_segment(text)], subs(max_lines=1))
     assert cues[0].text.endswith((",", "."))
 
 
 def test_segment_without_words_is_spread_by_length():
-    cues = subtitles.build_cues([{"start": 2.0, "end": 6.0, "text": "Olá, tudo bem? Vamos começar."}], 42, 2, 7.0)
+    cues = subtitles.build_cues([{"start": 2.0, "end": 6.0, "text": "Olá, tudo bem? Vamos começar."}], subs())
     assert len(cues) == 1 and cues[0].start == 2.0 and abs(cues[0].end - 6.0) < 1e-6
 
 
@@ -88,7 +93,7 @@ def test_empty_transcript_gives_empty_but_valid_files(tmp_path):
 def test_edited_text_wins_over_stale_word_times():
     segment = word_segment("The train leaves at nine.", start=1.0)
     segment["text"] = "The train leaves at ten."  # a hand correction in transcript.json
-    cues = subtitles.build_cues([segment], 42, 2, 7.0)
+    cues = subtitles.build_cues([segment], subs())
     assert cues[0].text == "The train leaves at ten."
     assert cues[0].start == 1.0 and abs(cues[-1].end - segment["end"]) < 1e-6
 
@@ -97,7 +102,7 @@ def test_fast_cue_is_extended_into_the_gap_to_be_readable():
     # 34 characters spoken in 1 s (34 cps); 3 s of silence follow
     segments = [word_segment("Quick words, spoken far too fast.", 0.0, per_word=0.2),
                 word_segment("Next line.", 5.0)]
-    cues = subtitles.build_cues(segments, 42, 2, 7.0, max_cps=17.0)
+    cues = subtitles.build_cues(segments, subs(max_cps=17.0))
     first = cues[0]
     assert first.start == 0.0
     assert first.end - first.start >= len(first.text) / 17.0 - 1e-6
@@ -111,7 +116,7 @@ def test_too_fast_cues_of_one_speaker_merge_and_never_overlap():
     segments[2]["speaker"] = "SPEAKER_01"
     for s in segments[:2]:
         s["speaker"] = "SPEAKER_00"
-    cues = subtitles.build_cues(segments, 42, 2, 7.0, max_cps=17.0)
+    cues = subtitles.build_cues(segments, subs(max_cps=17.0))
     assert cues[0].text.replace("\n", " ") == "A rapid first remark. And a rapid second."
     assert cues[1].text == "Then somebody else."  # other speakers are never merged in
     assert all(a.end <= b.start + 1e-9 for a, b in zip(cues, cues[1:]))
@@ -121,8 +126,8 @@ def test_speaker_labels_mark_each_change_of_speaker():
     segments = [dict(word_segment("Hello.", 0.0), speaker="SPEAKER_00"),
                 dict(word_segment("Still me.", 2.0), speaker="SPEAKER_00"),
                 dict(word_segment("Hi there.", 4.0), speaker="SPEAKER_01")]
-    cues = subtitles.build_cues(segments, 42, 2, 7.0, speaker_labels=True,
-                                speaker_names={"SPEAKER_01": "Ana"})
+    cues = subtitles.build_cues(segments, subs(speaker_labels=True,
+                                speaker_names={"SPEAKER_01": "Ana"}))
     assert [c.text for c in cues] == ["Speaker 1: Hello.", "Still me.", "Ana: Hi there."]
 
 
@@ -139,11 +144,11 @@ def test_no_cue_ends_after_the_media():
     """A one-word cue 'now.' at 29.6 s of a 30.0 s video ran to 30.6 s and made the mkv
     30.6 s long; cues stop at the media's end."""
     segments = [{"start": 29.6, "end": 29.9, "text": "now.", "words": []}]
-    cues = subtitles.build_cues(segments, 42, 2, 7.0, media_end=30.0)
+    cues = subtitles.build_cues(segments, subs(), media_end=30.0)
     assert [c.text for c in cues] == ["now."] and cues[0].end == 30.0
-    assert subtitles.build_cues(segments, 42, 2, 7.0)[0].end == 30.6  # without the limit
+    assert subtitles.build_cues(segments, subs())[0].end == 30.6  # without the limit
     late = [{"start": 30.2, "end": 30.5, "text": "ghost", "words": []}]
-    assert subtitles.build_cues(late, 42, 2, 7.0, media_end=30.0) == []
+    assert subtitles.build_cues(late, subs(), media_end=30.0) == []
 
 
 def test_fast_line_starts_early_then_uses_the_condensed_text():
@@ -151,10 +156,10 @@ def test_fast_line_starts_early_then_uses_the_condensed_text():
     tight = {"start": 10.0, "end": 12.0, "text": text, "words": []}
     before = {"start": 5.0, "end": 8.0, "text": "Olá.", "words": []}
     after = {"start": 12.1, "end": 14.0, "text": "Sim.", "words": [], "speaker": "B"}
-    cues = subtitles.build_cues([before, tight, after], 42, 2, 7.0, max_lead=0.5)
+    cues = subtitles.build_cues([before, tight, after], subs(max_lead_s=0.5))
     assert cues[1].start == 9.5 and subtitles.cps(cues[1]) > 21  # early, still too fast
     condensed = dict(tight, text="Vamos voltar para casa já", full_text=text)
-    cues = subtitles.build_cues([before, condensed, after], 42, 2, 7.0, max_lead=0.5)
+    cues = subtitles.build_cues([before, condensed, after], subs(max_lead_s=0.5))
     assert cues[1].text.replace("\n", " ") == "Vamos voltar para casa já"
     assert all(subtitles.cps(c) <= 21 for c in cues)
 
@@ -167,6 +172,6 @@ def test_a_fast_cue_takes_time_the_cue_before_can_spare():
     fast = {"start": 15.73, "end": 18.07, "text": "Do you want to get some coffee before "
             "the next call?", "words": [], "speaker": "B"}
     after = {"start": 18.15, "end": 22.2, "text": "Sure.", "words": [], "speaker": "A"}
-    cues = subtitles.build_cues([slow, fast, after], 42, 2, 7.0, min_gap=0.08)
+    cues = subtitles.build_cues([slow, fast, after], subs(min_gap_s=0.08))
     assert all(subtitles.cps(c) <= 21.0 + 1e-6 for c in cues), cues
     assert cues[0].end + 0.08 <= cues[1].start + 1e-9 and cues[1].start < 15.73

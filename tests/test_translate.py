@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import translate
-from conftest import BASE, ROOT, TINY_EN
+from conftest import BASE, ROOT, TINY_EN, default_config
 from dubflow.errors import ConfigError, InputError, ModelError
 from dubflow.glossary import Glossary, load_glossary
 
@@ -44,8 +44,9 @@ def write_transcript(folder: Path, texts: list[str], language: str = "en",
 
 
 def settings(tmp_path: Path, **overrides) -> dict:
-    return {"backend": "bergamot", "models": {}, "beam_size": 2, "batch_size": 16,
-            "glossary": {}, "cache_dir": str(tmp_path / "cache"), **overrides}
+    """The workflow's translation section (schema defaults), cached under tmp_path."""
+    return {**default_config()["translation"], "beam_size": 2,
+            "cache_dir": str(tmp_path / "cache"), **overrides}
 
 
 def run_counts(caplog) -> dict[str, int]:

