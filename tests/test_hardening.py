@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import stat
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dubflow import batch
+from dubflow import batch, stage_record
 from dubflow import ffmpeg_needs
 from dubflow import ffmpeg_safe
 from dubflow import redaction
@@ -61,23 +60,29 @@ def test_effective_config_is_written_masked(tmp_path, monkeypatch):
     assert TOKEN not in text and yaml.safe_load(text)["diarization"]["pipeline"] == "x***"
 
 
-def stage_log(root: Path, name: str, stage: str, lines: list[str]) -> Path:
-    path = root / "logs" / name / f"{stage}.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def stage_run(root: Path, name: str, stage: str, status: str, reason: str = "",
+              slurm_job_id: str = "") -> Path:
+    """A stage's status record as the rule runner writes it (stage_record)."""
+    log = root / "logs" / name / f"{stage}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    record = stage_record.started(stage, name, log)
+    record.slurm_job_id = slurm_job_id
+    if status != "running":
+        stage_record.finished(record, status, reason)
+    else:
+        stage_record.write(record)
+    return log
 
 
 def test_batch_summary_has_one_line_per_video_with_reason_and_log(tmp_path):
     (tmp_path / "out").mkdir()
+    stage_run(tmp_path, "good", "mux", "done")
     (tmp_path / "out" / "good.mkv").write_bytes(b"x")
-    stage_log(tmp_path, "good", "mux", ["2026-01-01 10:00:00,000 INFO dubflow: stage mux done"])
-    bad = stage_log(tmp_path, "bad", "extract", [
-        "2026-01-01 10:00:00,000 INFO dubflow: stage extract for bad (threads=1)",
-        "2026-01-01 10:00:01,000 ERROR dubflow: in/bad.mp4 is not a media file ffmpeg can "
-        "read (stage extract); check the file or re-export it",
-        "2026-01-01 10:00:01,000 ERROR dubflow: detail:",
-    ])
+    bad = stage_run(tmp_path, "bad", "extract", "failed",
+                    "in/bad.mp4 is not a media file ffmpeg can read (stage extract); "
+                    "check the file or re-export it")
+    stage_run(tmp_path, "bad", "mix", "done")  # a later stage that did finish is no excuse
     rows = batch.summarise(["bad", "good", "later"], tmp_path / "out", tmp_path / "logs")
     by_name = {row.name: row for row in rows}
     assert by_name["good"].status == "done"
@@ -92,12 +97,45 @@ def test_batch_summary_has_one_line_per_video_with_reason_and_log(tmp_path):
 
 
 def test_an_old_failure_is_forgotten_once_the_video_is_built(tmp_path):
-    log = stage_log(tmp_path, "ep", "mix", ["2026-01-01 10:00:01,000 ERROR dubflow: disk full"])
-    past = time.time() - 3600
-    os.utime(log, (past, past))
+    stage_run(tmp_path, "ep", "mix", "failed", "disk full")
+    time.sleep(0.01)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "ep.mkv").write_bytes(b"x")
     assert batch.video_status("ep", tmp_path / "out", tmp_path / "logs").status == "done"
+
+
+def test_a_stage_killed_from_outside_counts_as_failed(tmp_path):
+    """SIGKILL (the OOM killer) leaves the record at running: that is a failure too."""
+    log = stage_run(tmp_path, "ep", "diarize", "running")
+    row = batch.video_status("ep", tmp_path / "out", tmp_path / "logs", tmp_path / "none")
+    assert row.status == "failed" and row.log == str(log)
+    assert row.reason.startswith("stage diarize was killed before it finished")
+
+
+# slurmstepd's own lines, as SLURM 22.05 wrote them into job logs on this machine's test cluster
+SLURMSTEPD = {
+    "out of memory": "slurmstepd-vm: error: StepId=7.batch exceeded memory limit "
+                     "(644714496 > 209715200), being killed\n"
+                     "slurmstepd-vm: error: *** JOB 7 ON vm CANCELLED AT 2026-12-03T10:11:14 ***\n"
+                     "slurmstepd-vm: error: Exceeded job memory limit\n",
+    "time limit": "slurmstepd-vm: error: *** JOB 7 ON vm CANCELLED AT 2026-12-03T10:12:40 "
+                  "DUE TO TIME LIMIT ***\n",
+    "cancelled": "slurmstepd-vm: error: *** JOB 7 ON vm CANCELLED AT 2026-12-03T10:11:16 ***\n",
+}
+
+
+@pytest.mark.parametrize("reason", sorted(SLURMSTEPD))
+def test_the_batch_summary_names_the_schedulers_reason(tmp_path, reason):
+    slurm_logs = tmp_path / ".snakemake" / "slurm_logs"
+    job_log = slurm_logs / "rule_diarize" / "ep" / "7.log"
+    job_log.parent.mkdir(parents=True)
+    job_log.write_text("host vm\n" + SLURMSTEPD[reason])
+    stage_run(tmp_path, "ep", "diarize", "running", slurm_job_id="7")
+    row = batch.video_status("ep", tmp_path / "out", tmp_path / "logs", slurm_logs)
+    assert row.status == "failed" and row.log == str(job_log)
+    assert row.reason.startswith(f"stage diarize was killed by SLURM: {reason} (job 7")
+    if reason == "out of memory":
+        assert "used 615 MB of its 200 MB" in row.reason
 
 
 def fake_ffmpeg(tmp_path: Path, filters: list[str]) -> str:
@@ -153,3 +191,21 @@ def test_verify_runtime_lists_what_is_wrong_and_exits_non_zero(tmp_path, capsys)
     for healthy in ("python packages", "ffmpeg", "translation (pt)", "voice (pt)"):
         assert f"ok    {healthy}" in out, out
     assert out.rstrip().splitlines()[-1].startswith("  - asr:")
+
+
+def test_a_slurm_job_that_died_before_its_stage_started_is_counted(tmp_path):
+    """No stage record (the job never reached dubflow's code): its leftover SLURM log counts."""
+    slurm_logs = tmp_path / "slurm_logs"
+    job_log = slurm_logs / "rule_transcribe" / "ep_pt" / "5.log"  # wildcards name=ep, lang=pt
+    job_log.parent.mkdir(parents=True)
+    job_log.write_text(SLURMSTEPD["out of memory"])
+    other = slurm_logs / "rule_transcribe" / "ep_x_pt" / "6.log"  # video "ep_x", not "ep"
+    other.parent.mkdir(parents=True)
+    other.write_text(SLURMSTEPD["cancelled"])
+    row = batch.video_status("ep", tmp_path / "out", tmp_path / "logs", slurm_logs)
+    assert row.status == "failed" and row.log == str(job_log)
+    assert row.reason.startswith("the SLURM job of transcribe killed by SLURM: out of memory")
+    time.sleep(0.01)
+    stage_run(tmp_path, "ep", "transcribe", "done", slurm_job_id="7")  # the retry succeeded
+    row = batch.video_status("ep", tmp_path / "out", tmp_path / "logs", slurm_logs)
+    assert row.status == "not built", row

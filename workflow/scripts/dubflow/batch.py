@@ -2,23 +2,23 @@
 
 Snakemake's own summary is per job; a person running a season wants one line per video:
 done, or failed with the reason and the log to read. The reason is the one-sentence error
-the stage wrote to its log (see rule_runner.py), so nothing here has to guess.
+the stage recorded (stage_record.py, written by the rule runner), or, for a job killed from
+outside, what the scheduler said (out of memory, time limit, cancelled: cluster.py), so
+nothing here parses log text.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from dubflow import cluster, stage_record
 from dubflow.atomic import write_text
 from dubflow.redaction import masked_config
-
-ERROR_LINE = re.compile(r"^\S+ \S+ ERROR [\w.]+: (?!detail:)(?P<sentence>.+)$")
 
 
 @dataclass
@@ -29,31 +29,44 @@ class VideoStatus:
     log: str
 
 
-def first_error(log: Path) -> str | None:
-    """The first error sentence a stage wrote to its log, if any."""
-    try:
-        text = log.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        match = ERROR_LINE.match(line)
-        if match:
-            return match["sentence"].strip()
-    return None
+def failure(record: stage_record.StageRecord, slurm_logs: Path) -> tuple[str, str]:
+    """The sentence and the log to read for a stage that did not finish."""
+    if record.status == "failed":
+        return record.reason, record.log
+    if record.slurm_job_id:
+        kill = cluster.why_killed(record.slurm_job_id, slurm_logs)
+        if kill.reason:
+            detail = f", {kill.detail}" if kill.detail else ""
+            return (f"stage {record.stage} was killed by SLURM: {kill.reason} "
+                    f"(job {record.slurm_job_id}{detail})", kill.log or record.log)
+        return (f"stage {record.stage} was ended by SLURM (job {record.slurm_job_id}) "
+                f"without a reason in its log", kill.log or record.log)
+    if record.status == "stopped":
+        return f"stage {record.stage} was stopped (SIGTERM) before it finished", record.log
+    return (f"stage {record.stage} was killed before it finished (out of memory or a signal; "
+            f"the machine's kernel log says which)", record.log)
 
 
-def video_status(name: str, out_dir: str | Path = "out", logs_dir: str | Path = "logs") -> VideoStatus:
-    """A video failed when a stage logged an error after its mkv was last built."""
+def video_status(name: str, out_dir: str | Path = "out", logs_dir: str | Path = "logs",
+                 slurm_logs: Path = cluster.SLURM_LOGS) -> VideoStatus:
+    """A video failed when a stage did not finish after its mkv was last built."""
     mkv = Path(out_dir) / f"{name}.mkv"
     built = mkv.stat().st_mtime if mkv.is_file() else None
-    failures = []
-    for log in Path(logs_dir, name).glob("*.log"):
-        sentence = first_error(log)
-        if sentence and (built is None or log.stat().st_mtime > built):
-            failures.append((log.stat().st_mtime, log, sentence))
+    records = stage_record.read_all(logs_dir, name)
+    failures = [(record.started, *failure(record, slurm_logs)) for record in records
+                if record.status != "done" and (built is None or record.started > built)]
+    recorded_jobs = {record.slurm_job_id for record in records}
+    for when, rule, job_id, log in cluster.failed_job_logs(name, slurm_logs, since=built):
+        retried = any(record.stage == rule and record.status == "done" and record.started > when
+                      for record in records)
+        if not retried and job_id.split("_")[0] not in recorded_jobs:  # died before it started
+            kill = cluster.why_killed(job_id, slurm_logs)
+            why = f"killed by SLURM: {kill.reason}" if kill.reason else "failed before the stage started"
+            failures.append((when, f"the SLURM job of {rule} {why} (job {job_id}); its log "
+                                   f"says more", str(log)))
     if failures:
-        _, log, sentence = min(failures)  # the first stage that failed explains the rest
-        return VideoStatus(name, "failed", sentence, str(log))
+        _, reason, log = min(failures)  # the first failure explains the rest
+        return VideoStatus(name, "failed", reason, log)
     if built is not None:
         return VideoStatus(name, "done", "", str(mkv))
     return VideoStatus(name, "not built", "no stage has run or failed for it yet", "")

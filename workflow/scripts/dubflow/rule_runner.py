@@ -9,7 +9,10 @@ stages the same behaviour, so none of them has to remember it:
 - SIGTERM (Snakemake cancelling, a cluster timeout) unwinds the stack, so the atomic-write
   context managers remove their temp files instead of leaving ``.partial`` files behind;
 - the math libraries use exactly the rule's ``threads:`` (oversubscribing 2 cores with
-  per-library thread pools made inference several times slower).
+  per-library thread pools made inference several times slower);
+- a status record beside the log (stage_record.py) says running, done or failed with the
+  sentence: the batch summary reads it, and one left at ``running`` shows a job killed from
+  outside (out of memory, a cluster's time limit, scancel).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import traceback
 from typing import Any
 from collections.abc import Callable
 
+from dubflow import stage_record
 from dubflow.atomic import remove_stale_temps
 from dubflow.errors import DubflowError
 from dubflow.redaction import RedactingFilter, redact
@@ -64,6 +68,8 @@ def run_rule(snakemake: Any, stage: str, function: Callable[..., Any], **kwargs:
     for output in snakemake.output:
         for stale in remove_stale_temps(output):
             log.warning("removed %s, left by an interrupted run", stale)
+    record = (stage_record.started(stage, snakemake.wildcards.get("name", "?"), log_path)
+              if log_path else None)
     try:
         function(**kwargs)
     except DubflowError as error:
@@ -71,19 +77,29 @@ def run_rule(snakemake: Any, stage: str, function: Callable[..., Any], **kwargs:
         if error.detail:
             log.error("detail:\n%s", error.detail)
         log.debug("traceback:\n%s", traceback.format_exc())
-        _fail(str(error))
+        _fail(str(error), record)
+    except SystemExit as stop:  # SIGTERM: Snakemake cancelling, scancel, a time limit
+        log.error("stopped by a signal (exit %s) before the stage finished", stop.code)
+        if record:
+            stage_record.finished(record, "stopped", "stopped by SIGTERM before it finished")
+        raise
     except Exception as error:  # noqa: BLE001 - the one place that turns bugs into a sentence
         log.error("unexpected error:\n%s", traceback.format_exc())
         inputs = ", ".join(map(str, snakemake.input)) or "(no input)"
         _fail(
             f"stage {stage} failed on {inputs} with an unexpected {type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}; the traceback is in "
-            f"{log_path or 'the rule log'} (please report it)"
+            f"{log_path or 'the rule log'} (please report it)",
+            record,
         )
+    if record:
+        stage_record.finished(record, "done")
     log.info("stage %s done", stage)
 
 
-def _fail(sentence: str) -> None:
+def _fail(sentence: str, record: stage_record.StageRecord | None) -> None:
+    if record:
+        stage_record.finished(record, "failed", redact(sentence))
     print(f"dubflow: {redact(sentence)}", file=sys.stderr, flush=True)
     logging.shutdown()
     sys.exit(1)
