@@ -199,7 +199,7 @@ def oversized_jobs(jobs: list[tuple[str, str, int, int]],
         if mem_mb > memory:
             problems.append(f"rule {rule} asks for {mem_mb} MB but the largest node of {where} "
                             f"has {memory} MB; lower its mem_mb in profiles/slurm (set-resources)")
-    return problems
+    return sorted(set(problems))  # one sentence per rule, not per video
 
 
 def preflight(status_command: str, jobs: list[tuple[str, str, int, int]]) -> list[str]:
