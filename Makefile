@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 JOBS ?= 2
 
-.PHONY: all setup models demo test test-fast lint bench verify clean
+.PHONY: all setup models demo test test-fast test-cluster lint bench verify clean
 
 all: demo
 
@@ -43,6 +43,16 @@ test: lint
 # The inner loop: no model loads, no Snakemake start (under a minute). `make test` runs all.
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not model" -q
+
+# The SLURM profile on a real single-node cluster: Debian's slurm-wlm and munge (installed
+# here if missing; needs root), daemons started for the test and stopped after, no accounting
+# database. Two videos through the README's cluster command, a scancel, an out-of-memory kill,
+# the retry and the resume (tests/test_cluster.py; about 6 minutes).
+test-cluster: setup
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+	DUBFLOW_TEST_CLUSTER=1 $(PY) -m pytest tests/test_cluster.py -v -p no:cacheprovider \
+	  --basetemp /tmp/dubflow-cluster-test
 
 # Versions of everything, and each configured model run on a second of speech.
 verify: setup
