@@ -6,10 +6,14 @@ import random
 import re
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 import report
+from dubflow import qa_data, qa_timeline
 from dubflow.errors import InputError
 
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -94,7 +98,7 @@ def make_inputs(folder: Path, n_lines: int = 6, langs: tuple = ("pt",),
         row = f"{seconds}\t0:00:{int(seconds):02d}\t{rss}\t900\t700\t710\t1.0\t2.0\t85\t10.0\n"
         (bench / f"{stage}.tsv").write_text(BENCH_HEADER + row, encoding="utf-8")
     return {"name": "video", "transcript": work / "transcript.json", "rttm": work / "speakers.rttm",
-            "translations": translations, "fits": fits, "benchmarks_dir": bench,
+            "translations": translations, "fits": fits, "benchmarks": sorted(bench.glob("*.tsv")),
             "output_html": folder / "out" / "video.report.html"}
 
 
@@ -137,7 +141,7 @@ def test_untrusted_text_is_escaped(inputs):
     page = build_page(inputs)
     assert "<script" not in page.lower()
     assert "<img src=x" not in page and "<b>boss" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page  # markupsafe's quote
     assert "&lt;b&gt;boss&lt;/b&gt;" in page
 
 
@@ -154,6 +158,7 @@ def test_page_references_nothing_outside_itself(inputs):
     assert "http://" not in page and "https://" not in page
     assert "url(" not in page and "@import" not in page
     assert "<link" not in page and "<script" not in page
+    assert page.count("<style>") == 1 and page.count("</style>") == 1
 
 
 def test_sped_up_trimmed_and_borrowed_lines_are_flagged(tmp_path):
@@ -198,7 +203,7 @@ def test_edited_and_low_confidence_lines_are_marked(inputs):
 
 def test_missing_benchmarks_and_fit_keys_do_not_crash(tmp_path):
     inputs = make_inputs(tmp_path, duration=None)
-    inputs["benchmarks_dir"] = tmp_path / "benchmarks" / "nowhere"
+    inputs["benchmarks"] = []
     # fit.json as a half-finished mix stage might write it: ids and little else
     half_written = [{"id": "0001"}, {"id": "0002", "speed": None},
                     {"id": "0003", "flags": ["trimmed"]}]
@@ -224,10 +229,10 @@ def test_lines_the_mix_did_not_voice_are_marked_and_not_plotted(tmp_path):
     inputs = make_inputs(tmp_path, n_lines=4)
     # line 0002 had empty text: the mix placed nothing for it and counted 3 lines
     edit_json(inputs["fits"][0], lambda d: (d["lines"].pop(1), d["summary"].update(lines=3)))
-    lang = report.load_languages(inputs["translations"], inputs["fits"], [])[0]
+    lang = qa_data.load_languages(inputs["translations"], inputs["fits"], [])[0]
     assert [line.placed for line in lang.lines] == [True, False, True, True]
     assert lang.lines[1].flags == ["unvoiced"]
-    _, bars = report.timeline_bars([], [lang], report.speaker_order([], [], [lang]))
+    _, bars = qa_timeline.timeline_bars([], [lang], qa_data.speaker_order([], [], [lang]))
     assert len(bars) == 3
     page = build_page(inputs)
     assert re.search(r'<tr class="uv"><td>0002</td>.*?not voiced</b></td></tr>', page)
@@ -235,7 +240,7 @@ def test_lines_the_mix_did_not_voice_are_marked_and_not_plotted(tmp_path):
 
 
 def test_played_seconds_from_fit_json_place_the_line():
-    line = report.DubLine(id="1", speaker="A", start=10.0, end=12.0, source="", text="",
+    line = qa_data.DubLine(id="1", speaker="A", start=10.0, end=12.0, source="", text="",
                           natural_s=3.0, speed=1.2, available_s=2.2)
     assert line.placed_end == pytest.approx(12.2)  # 3.0 / 1.2 = 2.5, cut to what is available
     line.played_s = 2.1
@@ -254,12 +259,12 @@ def test_without_diarization_lines_still_get_a_timeline_row(tmp_path):
 
 
 def test_stage_timings_from_benchmark_files(inputs):
-    bench = inputs["benchmarks_dir"]
+    bench = inputs["benchmarks"][0].parent
     not_measured = "\tNA" * 8 + "\n"
     (bench / "extract.tsv").write_text(BENCH_HEADER + "6.2\t0:00:06" + not_measured
                                        + "5.8\t0:00:05" + not_measured)
     (bench / "broken.tsv").write_text("not a benchmark\n")
-    page = build_page(inputs)
+    page = build_page({**inputs, "benchmarks": sorted(bench.glob("*.tsv"))})
     timings = page[page.index('id="timings"'):]
     stages = re.findall(r"<tr><td>([\w.]+)</td>", timings)
     assert stages == ["extract", "diarize", "transcribe", "mix.de", "mix.pt"]
@@ -278,7 +283,7 @@ def test_stage_timings_from_benchmark_files(inputs):
     ({}, "na"),
 ])
 def test_loudness_verdict(loudness, verdict):
-    assert report.loudness_verdict(loudness)[0] == verdict
+    assert qa_data.loudness_verdict(loudness)[0] == verdict
 
 
 def test_bad_input_names_file_and_stage(tmp_path):
@@ -294,13 +299,13 @@ def test_bad_input_names_file_and_stage(tmp_path):
 
 
 def test_clock_and_panels():
-    assert report.clock(62.04) == "1:02.0"
-    assert report.clock(7322.5) == "2:02:02.5"
-    assert report.clock(59.96) == "1:00.0"
-    assert report.clock(3600, 0) == "1:00:00"
-    assert report.panel_length(62.0) == 62.0
-    assert report.panel_length(7200.0) == 600.0
-    assert 7200.0 / report.panel_length(7200.0) <= report.MAX_PANELS
+    assert qa_data.clock(62.04) == "1:02.0"
+    assert qa_data.clock(7322.5) == "2:02:02.5"
+    assert qa_data.clock(59.96) == "1:00.0"
+    assert qa_data.clock(3600, 0) == "1:00:00"
+    assert qa_timeline.panel_length(62.0) == 62.0
+    assert qa_timeline.panel_length(7200.0) == 600.0
+    assert 7200.0 / qa_timeline.panel_length(7200.0) <= qa_timeline.MAX_PANELS
 
 
 def test_two_hour_film_builds_fast_and_light(tmp_path):
@@ -313,3 +318,109 @@ def test_two_hour_film_builds_fast_and_light(tmp_path):
     assert size < 3_000_000, f"page is {size / 1e6:.2f} MB"
     page = inputs["output_html"].read_text(encoding="utf-8")
     assert "<td>1500</td>" in page and "panels of 10:00" in page
+
+
+# --- the real workflow: the page and its clips, built from generated speech ------------
+
+QA_NAME = "qa 100% #1"  # '%' would be a pattern in ffmpeg's segment names, '#' a URL fragment
+EVIL_LINE = "<script>alert(1)</script> Bom dia & boa viagem"
+
+
+@pytest.fixture(scope="module")
+def qa_built(tmp_path_factory, speech_video):
+    """One fast build (espeak, no separation) with a reviewer's edit that holds markup."""
+    from test_workflow import make_workspace, snakemake
+
+    video, _ = speech_video
+    ws = make_workspace(tmp_path_factory.mktemp("qa"), {QA_NAME: video}, fast=True)
+    (ws / "edits").mkdir()
+    (ws / "edits" / f"{QA_NAME}.pt.tsv").write_text(f"id\ttext\n0001\t{EVIL_LINE}\n")
+    run = snakemake(ws, f"out/{QA_NAME}.report.html")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return ws
+
+
+def decoded(clip: Path, tmp: Path) -> tuple[np.ndarray, int]:
+    """A clip decoded alone, as a browser would, to 16 kHz mono."""
+    from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
+
+    wav = tmp / (clip.stem + ".wav")
+    run_ffmpeg(["-v", "error", "-i", file_arg(clip), "-ac", "1", "-ar", "16000", file_arg(wav)],
+               stage="test", path=clip)
+    audio, rate = sf.read(str(wav), dtype="float32")
+    return audio, rate
+
+
+def envelope(audio: np.ndarray, rate: int, hop_s: float = 0.01) -> np.ndarray:
+    hop = int(rate * hop_s)
+    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
+    return np.sqrt((frames ** 2).mean(axis=1) + 1e-10)
+
+
+def assert_aligned(clip: Path, original: Path, start: float, end: float, tmp: Path) -> None:
+    """The clip plays [start, end] of the original: same length, and its loudness
+    envelope matches the original's there, at the lag the clip's lead-in silence explains."""
+    from dubflow import qa_clips
+
+    audio, rate = decoded(clip, tmp)
+    expected = end - start + qa_clips.GAP_S
+    assert abs(len(audio) / rate - expected) < 0.05, (clip.name, len(audio) / rate, expected)
+    with sf.SoundFile(str(original)) as handle:
+        handle.seek(round(start * handle.samplerate))
+        source = handle.read(round((end - start) * handle.samplerate), dtype="float32",
+                             always_2d=True).mean(axis=1)
+        source_rate = handle.samplerate
+    a, b = envelope(audio, rate), envelope(source, source_rate)
+    lead = round(qa_clips.GAP_S / 2 / 0.01)
+    scores = {lag: np.corrcoef(a[lead + lag: lead + lag + len(b) - 10], b[:len(b) - 10])[0, 1]
+              for lag in range(-3, 4)}
+    best = max(scores, key=scores.get)
+    assert abs(best) <= 3 and scores[best] > 0.8, (clip.name, scores)
+
+
+def test_every_line_plays_its_source_and_dub_clip(qa_built, tmp_path):
+    from dubflow import qa_clips, qa_data
+
+    ws = qa_built
+    work = ws / "work" / QA_NAME
+    folder = ws / "out" / f"{QA_NAME}.report"
+    manifest = json.loads((folder / "clips.json").read_text())
+    languages = qa_data.load_languages([work / "pt" / "translation.json"],
+                                       [work / "pt" / "fit.json"], [])
+    cuts, planned = qa_clips.plan(languages)
+    assert manifest == planned
+    lines = languages[0].lines
+    assert len(lines) == 2 and all(line.placed for line in lines)
+    assert set(manifest["pt"]) == {line.key for line in lines}
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
+        ["clips.json"] + [c.file for clips in cuts.values() for c in clips])
+    for key, audio in (("source", work / "audio.wav"), ("pt", work / "pt" / "dub.wav")):
+        for clip in cuts[key]:
+            assert (folder / clip.file).stat().st_size < 40_000, clip
+            assert_aligned(folder / clip.file, audio, clip.start, clip.end, tmp_path)
+    # each clip starts just before its line, where the source / the mix plays it
+    first = lines[0]
+    source_clip, dub_clip = cuts["source"][0], cuts["pt"][0]
+    assert source_clip.start == pytest.approx(first.start - qa_clips.PAD_BEFORE_S, abs=1e-3)
+    assert dub_clip.start == pytest.approx(first.played_start - qa_clips.PAD_BEFORE_S, abs=1e-3)
+
+    page = (ws / "out" / f"{QA_NAME}.report.html").read_text(encoding="utf-8")
+    sources = re.findall(r'<audio controls [^>]*src="([^"]+)"', page)
+    assert len(sources) == 4  # two lines, a source and a dub clip each
+    for src in sources:
+        assert not re.match(r"[a-z]+:|/", src), src  # relative: works from out/ as a file
+        assert (ws / "out" / unquote(src)).is_file(), src
+
+
+def test_the_built_page_escapes_an_edited_line(qa_built):
+    page = (qa_built / "out" / f"{QA_NAME}.report.html").read_text(encoding="utf-8")
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; Bom dia &amp; boa viagem" in page
+
+
+def test_the_timing_table_shows_every_declared_stage(qa_built):
+    page = (qa_built / "out" / f"{QA_NAME}.report.html").read_text(encoding="utf-8")
+    timings = page[page.index('id="timings"'):]
+    stages = re.findall(r"<tr><td>([\w.]+)</td>", timings)
+    assert stages == ["extract", "diarize", "transcribe", "translate.pt", "subtitles.en",
+                      "subtitles.pt", "synthesize.pt", "mix.pt", "mux", "report_clips"]

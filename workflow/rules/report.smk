@@ -1,11 +1,46 @@
+from dubflow.qa_data import benchmark_files
+
+
+rule report_clips:
+    """The QA page's per-line audio: source and dub clip of each line, beside the page."""
+    input:
+        translations=lambda wc: report_inputs(wc)["translations"],
+        fits=lambda wc: report_inputs(wc)["fits"],
+        dubs=lambda wc: [
+            f"work/{wc.name}/{lang}/dub.wav"
+            for lang in settings_for(wc.name)["target_languages"]
+        ],
+        audio="work/{name}/audio.wav",
+    output:
+        clips=directory("out/{name}.report"),
+    log:
+        "logs/{name}/report_clips.log",
+    benchmark:
+        "benchmarks/{name}/report_clips.tsv"
+    conda:
+        "../envs/media.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=30,
+    params:
+        ffmpeg=config["ffmpeg"],
+    script:
+        "../scripts/report_clips.py"
+
+
 rule report:
-    """The per-video QA page: speaker timeline, per-line fit, loudness, stage timings."""
+    """The per-video QA page: speaker timeline, per-line fit and clips, loudness, stage timings."""
     input:
         unpack(report_inputs),
         transcript="work/{name}/transcript.json",
         rttm="work/{name}/speakers.rttm",
         streams="work/{name}/streams.json",
-        template=workflow.source_path("../report/qa_template.html"),
+        clips="out/{name}.report",
+        benchmarks=lambda wc: benchmark_files(
+            wc.name, settings_for(wc.name), source_language(wc.name), rules
+        ),
+        template=workflow.source_path("../report/qa_page.html.j2"),
     output:
         html=report(
             "out/{name}.report.html",
@@ -23,7 +58,5 @@ rule report:
     resources:
         mem_mb=1000,
         runtime=10,
-    params:
-        benchmarks_dir="benchmarks/{name}",
     script:
         "../scripts/report.py"

@@ -1,0 +1,185 @@
+"""The QA page's per-line audio: a folder of small Opus clips beside the page.
+
+A reviewer wants to hear a line, the source and the dub, without scrubbing through the
+mkv. The page is opened from ``out/`` as a file (no server), so the clips are files next
+to it (``out/<name>.report/``), linked by relative URLs; embedding them as data URIs
+would make a film's page ~50 MB that the browser decodes before showing anything.
+Each clip is mono Opus in WebM (what Chromium, Firefox and Safari all play), a few KB.
+
+Cutting 1,500 lines with one ffmpeg each would start 1,500 processes. Instead the clips
+of one audio file are read with soundfile (a seek per clip, nothing decoded in between),
+laid end to end with a little silence between them, encoded once, and cut back apart by
+ffmpeg's segment muxer at the middle of each silence: one ffmpeg per audio file (per
+batch of ``BATCH_S`` seconds, which bounds the temporary WAV for a film). The cuts fall
+on 20 ms Opus packets inside the silence, so no clip loses speech and each decodes on
+its own (an Opus decoder joining mid-stream settles within the silence).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from dubflow.errors import InputError
+from dubflow.ffmpeg_needs import codec, muxer
+from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
+from dubflow.qa_data import Language
+
+STAGE = "report_clips"
+MANIFEST = "clips.json"
+PAD_BEFORE_S = 0.15  # a clip starts a little before its line, so its first word is whole
+PAD_AFTER_S = 0.3  # and ends a little after: speech trails past a segment's last word
+GAP_S = 0.12  # silence between clips in the encoded stream; cut in its middle
+BATCH_S = 1200.0  # audio per ffmpeg call: at most ~115 MB of temporary 48 kHz mono WAV
+#: source clips come from the 16 kHz analysis audio (speech only); dub clips carry the
+#: music and effects bed too, so they get a little more
+BITRATE = {"source": "16k", "dub": "24k"}
+#: libopus's default (10) encodes a 10-minute dub's clips in ~10 s of CPU; 5 in ~3 s, and
+#: at these bitrates a reviewer hears no difference
+COMPLEXITY = 5
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Clip:
+    file: str  # name inside the clips folder
+    start: float
+    end: float
+
+
+def prefix_for(code: str) -> str:
+    """A language code as a file-name prefix (codes come from translation.json)."""
+    return re.sub(r"[^a-z0-9-]", "_", code.lower()) or "dub"
+
+
+def plan(languages: list[Language]) -> tuple[dict[str, list[Clip]], dict]:
+    """The clips to cut from each audio ("source", then each language's dub) and the
+    manifest the page reads: language -> line key -> {"source": file, "dub": file}.
+
+    Lines of several languages share their source segment, so a source span is cut once.
+    A line the mix did not place has no dub clip.
+    """
+    spans: dict[tuple[float, float], Clip] = {}
+    cuts: dict[str, list[Clip]] = {"source": []}
+    manifest: dict[str, dict] = {}
+    for lang in languages:
+        prefix = prefix_for(lang.code)
+        dubs: list[Clip] = []
+        entries = manifest.setdefault(lang.code, {})
+        for line in lang.lines:
+            span = (round(max(line.start - PAD_BEFORE_S, 0.0), 3),
+                    round(max(line.end, line.start) + PAD_AFTER_S, 3))
+            if span not in spans:
+                spans[span] = Clip(f"source-{len(spans) + 1:05d}.webm", *span)
+                cuts["source"].append(spans[span])
+            entry = {"source": spans[span].file}
+            if line.placed:
+                start = line.played_start if line.played_start is not None else line.start
+                end = start + (line.placed_end - line.start)
+                dub = Clip(f"{prefix}-{len(dubs) + 1:05d}.webm",
+                           round(max(start - PAD_BEFORE_S, 0.0), 3), round(end + PAD_AFTER_S, 3))
+                dubs.append(dub)
+                entry["dub"] = dub.file
+            entries[line.key] = entry
+        cuts.setdefault(lang.code, []).extend(dubs)
+    return cuts, manifest
+
+
+def batches(clips: list[Clip]) -> list[list[Clip]]:
+    """Runs of clips with at most BATCH_S seconds of audio (at least one clip each)."""
+    runs: list[list[Clip]] = [[]]
+    total = 0.0
+    for clip in clips:
+        if runs[-1] and total + clip.end - clip.start > BATCH_S:
+            runs.append([])
+            total = 0.0
+        runs[-1].append(clip)
+        total += clip.end - clip.start
+    return [run for run in runs if run]
+
+
+def cut(audio: str | Path, clips: list[Clip], folder: Path, bitrate: str,
+        ffmpeg: dict | None = None) -> None:
+    """Write every clip of one audio file into ``folder`` (names from the plan)."""
+    try:
+        handle = sf.SoundFile(str(audio))
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise InputError(f"{audio} is not a readable WAV ({error}), so the report's clips "
+                         f"cannot be cut from it; delete it and re-run") from None
+    with handle:
+        rate = handle.samplerate
+        silence = np.zeros(round(GAP_S / 2 * rate), dtype=np.float32)
+        for run in batches(clips):
+            stream, edges, length = folder / ".clips.wav", [], 0
+            with sf.SoundFile(str(stream), "w", rate, 1, "PCM_16") as joined:
+                for clip in run:
+                    handle.seek(min(round(clip.start * rate), handle.frames))
+                    samples = handle.read(round((clip.end - clip.start) * rate),
+                                          dtype="float32", always_2d=True).mean(axis=1)
+                    for piece in (silence, samples, silence):
+                        joined.write(piece)
+                    length += 2 * len(silence) + len(samples)
+                    edges.append(length / rate)
+            first = int(run[0].file.rsplit("-", 1)[1].split(".")[0])
+            pattern = run[0].file.rsplit("-", 1)[0] + "-%05d.webm"
+            run_ffmpeg(["-i", file_arg(stream), *codec("libopus"), "-b:a", bitrate,
+                        "-compression_level", str(COMPLEXITY),
+                        *muxer("segment", segment_format="webm", reset_timestamps=1,
+                               segment_start_number=first,
+                               segment_times=",".join(f"{t:.4f}" for t in edges[:-1])),
+                        file_arg(folder).replace("%", "%%") + "/" + pattern],
+                       stage=STAGE, path=audio, config=ffmpeg, media_duration_s=length / rate)
+            stream.unlink()
+    missing = [clip.file for clip in clips if not (folder / clip.file).is_file()]
+    if missing:
+        raise InputError(f"ffmpeg cut {len(clips) - len(missing)} of {len(clips)} clips from "
+                         f"{audio} (first missing: {missing[0]}); see the report_clips log")
+
+
+def write_clips(languages: list[Language], source_audio: str | Path, dubs: dict[str, Path],
+                dest: str | Path, ffmpeg: dict | None = None) -> dict:
+    """Cut every clip into a hidden folder beside ``dest``, then rename it into place, so
+    a killed run leaves no half-filled folder; returns the manifest (also in the folder)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    cuts, manifest = plan(languages)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.stem[:40]}.",
+                                suffix=f".partial{dest.suffix}"))
+    try:
+        for key, clips in cuts.items():
+            if key == "source":
+                cut(source_audio, clips, tmp, BITRATE["source"], ffmpeg)
+            elif clips:
+                cut(dubs[key], clips, tmp, BITRATE["dub"], ffmpeg)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1),
+                                    encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def read_manifest(folder: str | Path | None) -> dict:
+    """language -> line key -> clip files; empty without a folder (the page then has no
+    players), and one sentence when the folder is there but its manifest is not."""
+    if not folder:
+        return {}
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} cannot be read ({error}); delete {folder} and re-run so the "
+                         f"report_clips stage cuts the clips again") from None
+    return manifest if isinstance(manifest, dict) else {}
