@@ -26,10 +26,9 @@ from markupsafe import Markup, escape
 from dubflow.atomic import write_text
 from dubflow.errors import InputError
 from dubflow.languages import language_name
-from dubflow.qa_clips import read_manifest
 from dubflow.qa_data import (LOUDNESS_TOLERANCE_LU, NO_SPEAKER, DubLine, Language, Timing,
                              clock, load_json, load_languages, loudness_verdict, number,
-                             read_benchmarks, speaker_order, summary_counts, video_duration)
+                             read_benchmarks, read_manifest, speaker_order, summary_counts, video_duration)
 from dubflow.qa_timeline import PALETTE, panel_length, timeline_png
 from dubflow.rttm import Turn, read_rttm
 

@@ -18,7 +18,6 @@ its own (an Opus decoder joining mid-stream settles within the silence).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -32,10 +31,9 @@ import soundfile as sf
 from dubflow.errors import InputError
 from dubflow.ffmpeg_needs import codec, muxer
 from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
-from dubflow.qa_data import Language
+from dubflow.qa_data import MANIFEST, Language
 
 STAGE = "report_clips"
-MANIFEST = "clips.json"
 PAD_BEFORE_S = 0.15  # a clip starts a little before its line, so its first word is whole
 PAD_AFTER_S = 0.3  # and ends a little after: speech trails past a segment's last word
 GAP_S = 0.12  # silence between clips in the encoded stream; cut in its middle
@@ -46,7 +44,6 @@ BITRATE = {"source": "16k", "dub": "24k"}
 #: libopus's default (10) encodes a 10-minute dub's clips in ~10 s of CPU; 5 in ~3 s, and
 #: at these bitrates a reviewer hears no difference
 COMPLEXITY = 5
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -169,17 +166,3 @@ def write_clips(languages: list[Language], source_audio: str | Path, dubs: dict[
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
-
-
-def read_manifest(folder: str | Path | None) -> dict:
-    """language -> line key -> clip files; empty without a folder (the page then has no
-    players), and one sentence when the folder is there but its manifest is not."""
-    if not folder:
-        return {}
-    path = Path(folder) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"{path} cannot be read ({error}); delete {folder} and re-run so the "
-                         f"report_clips stage cuts the clips again") from None
-    return manifest if isinstance(manifest, dict) else {}

@@ -27,6 +27,7 @@ NO_SPEAKER = "(unlabelled)"  # diarization off or failed: lines still get a row
 #: Flags in the order the page shows them; others follow, sorted.
 FLAG_ORDER = ("condensed", "voice_faster", "borrowed", "led", "sped_up", "trimmed", "unvoiced")
 LOUDNESS_TOLERANCE_LU = 1.0
+MANIFEST = "clips.json"  # in the clips folder: language -> line key -> clip files
 log = logging.getLogger(__name__)
 
 
@@ -357,6 +358,20 @@ def clock(seconds: float, decimals: int = 1) -> str:
     width = 3 + decimals if decimals else 2
     secs_text = f"{secs:0{width}.{decimals}f}"
     return f"{hours}:{minutes:02d}:{secs_text}" if hours else f"{minutes}:{secs_text}"
+
+
+def read_manifest(folder: str | Path | None) -> dict:
+    """language -> line key -> clip files; empty without a folder (the page then has no
+    players), and one sentence when the folder is there but its manifest is not."""
+    if not folder:
+        return {}
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} cannot be read ({error}); delete {folder} and re-run so the "
+                         f"report_clips stage cuts the clips again") from None
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def benchmark_files(name: str, settings: dict, source: str, rules) -> list[str]:
