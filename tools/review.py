@@ -76,6 +76,7 @@ def serve(root: Path, args: argparse.Namespace) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, args.port))
+    sock.listen(64)  # connections wait in the backlog until the server accepts them
     port = sock.getsockname()[1]
     app, token = create_app(video, previewer, rebuilder, port_ref={"port": port})
 

@@ -232,7 +232,8 @@ class Video:
             voices.resolve(spec.strip(), voices.settings(self.settings()["tts"]), lang,
                            f"the voice for {speaker}")
         except DubflowError as error:
-            raise ReviewError(f"The voice {spec.strip()!r} cannot be used: {error}") from None
+            raise ReviewError(f"The voice {spec.strip()!r} cannot be used: "
+                              f"{str(error).rstrip('.')}.") from None
         return speaker, spec.strip()
 
 

@@ -43,14 +43,15 @@ def snakemake_command(root: Path, targets: list[str], configfiles: list[str],
     """The command a user would type in ``root``; the workflow's Snakefile when the
     folder has none of its own (a project folder beside the dubflow checkout)."""
     exe = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
-    command = [exe, "--cores", str(cores)]
+    command = [exe]
+    # --configfile takes several values: it must not be last before the targets
+    for configfile in configfiles:
+        command += ["--configfile", configfile]
     if snakefile:
         command += ["--snakefile", snakefile]
     elif not any((root / rel).is_file() for rel in ("Snakefile", "workflow/Snakefile")):
         command += ["--snakefile", str(Path(__file__).resolve().parents[3] / "Snakefile")]
-    for configfile in configfiles:
-        command += ["--configfile", configfile]
-    return [*command, *targets]
+    return [*command, "--cores", str(cores), *targets]
 
 
 class Rebuilder:

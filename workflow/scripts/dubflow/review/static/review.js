@@ -9,6 +9,7 @@ const duration = parseFloat(body.dataset.duration) || 1;
 const video = document.getElementById("video");
 const player = new Audio();
 let lastRebuild = parseInt(body.dataset.rebuild, 10) || 0;
+let running = false;
 // what the page last played, for tests and for the Stop-on-second-click behaviour
 window.reviewState = { played: [], previews: {}, player: player };
 
@@ -76,7 +77,7 @@ function refreshPending() {
   const parts = [];
   if (lines) parts.push(lines + (lines === 1 ? " line" : " lines"));
   if (voices) parts.push(voices + (voices === 1 ? " voice" : " voices"));
-  document.getElementById("pending").textContent =
+  document.getElementById("pending").textContent = running ? "Rebuilding…" :
     parts.length ? parts.join(" and ") + " changed" : "No changes";
   document.getElementById("apply").disabled = parts.length === 0 || running;
 }
@@ -91,6 +92,8 @@ function updateRow(row) {
   row.classList.toggle("changed", changed);
   row.querySelector(".preview").disabled = !changed || !area.value.trim();
   row.querySelector(".revert").hidden = !changed;
+  area.style.height = "auto";
+  area.style.height = area.scrollHeight + 2 + "px";
 }
 
 for (const row of rows) {
@@ -193,7 +196,6 @@ video.addEventListener("timeupdate", () => {
 });
 
 // -- apply and the rebuild ----------------------------------------------------------------
-let running = false;
 const applyButton = document.getElementById("apply");
 applyButton.addEventListener("click", async () => {
   say("");
