@@ -47,7 +47,9 @@ class Previewer:
         return self._engines[lang]
 
     def warm_up(self) -> None:
-        """Load every language's voices now, so the first preview is as quick as the rest."""
+        """Load every language's voices now, and make one preview of each language (the
+        first one also pays for imports, the resampler and ffmpeg's filter check: 2.5 s
+        against 0.1 s for the next), so the reviewer's first preview is as quick as the rest."""
         for lang, language in self.video.languages.items():
             tts = voices.settings(self.video.settings()["tts"])
             for spec in sorted(set(language.voices.values())):
@@ -57,6 +59,12 @@ class Previewer:
                         self.engines(lang, tts).get(voice)
                 except Exception as error:  # a preview will say it again, as one sentence
                     log.warning("could not load the voice %s for %s: %s", spec, lang, error)
+            spoken = [row for row in language.rows if row.text]
+            if spoken:
+                try:
+                    self.preview(lang, spoken[0].id, spoken[0].text)
+                except Exception as error:
+                    log.warning("a first preview of %s failed: %s", lang, error)
 
     def preview(self, lang: str, line_id: str, text: str, voice_spec: str | None = None
                 ) -> tuple[bytes, dict]:

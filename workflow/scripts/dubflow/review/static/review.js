@@ -240,6 +240,10 @@ async function poll() {
     text.textContent = "Rebuilt in " + status.seconds + " s; reloading.";
     lastRebuild = status.number;
     window.location.reload();
+  } else if (status.state === "done") {
+    progress.hidden = true;
+    text.textContent = "Rebuilt in " + status.seconds + " s: the lines and the video below " +
+      "are the new build.";
   }
   refreshPending();
 }
