@@ -309,15 +309,24 @@ def test_clock_and_panels():
 
 
 def test_two_hour_film_builds_fast_and_light(tmp_path):
+    from dubflow import qa_clips
+
     inputs = make_inputs(tmp_path, n_lines=1500, langs=("pt", "de"), duration=7200.0)
+    # the clips folder's manifest (no audio needed): a film's page has 6,000 players
+    _, manifest = qa_clips.plan(qa_data.load_languages(inputs["translations"], inputs["fits"], []))
+    clips = tmp_path / "out" / "video.report"
+    clips.mkdir(parents=True)
+    (clips / "clips.json").write_text(json.dumps(manifest), encoding="utf-8")
     started = time.perf_counter()
-    report.build(**inputs)
+    report.build(**inputs, clips=clips)
     elapsed = time.perf_counter() - started
     size = inputs["output_html"].stat().st_size
     assert elapsed < 10, f"build took {elapsed:.1f} s"
     assert size < 3_000_000, f"page is {size / 1e6:.2f} MB"
     page = inputs["output_html"].read_text(encoding="utf-8")
     assert "<td>1500</td>" in page and "panels of 10:00" in page
+    players = re.findall(r'src="video.report/([\w.-]+)"', page)
+    assert len(players) == 6000 and len(set(players)) == 4500  # languages share source clips
 
 
 # --- the real workflow: the page and its clips, built from generated speech ------------
