@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import transcribe
-from conftest import BASE, TEST_LINES
+from conftest import BASE, TEST_LINES, default_asr
 from demo_media import DEMO_LINES, speech_track, word_error_rate
 from dubflow.errors import InputError, ModelError
 from extract import extract
@@ -81,13 +81,15 @@ def test_wrong_sample_rate_is_refused(tmp_path, tiny_asr):
 def test_glossary_feeds_hotwords_and_prompt(tmp_path):
     glossary = tmp_path / "terms.txt"
     glossary.write_text("# the show's names\nAmélie\nMontmartre  # a place\n\n")
-    prompt, hotwords = transcribe.decoding_hints({"glossary": str(glossary), "hotwords": "Nino"})
+    prompt, hotwords = transcribe.decoding_hints(default_asr(glossary=str(glossary),
+                                                             hotwords="Nino"))
     assert hotwords == "Nino Amélie Montmartre" and prompt == "Amélie, Montmartre."
-    prompt, _ = transcribe.decoding_hints({"glossary": str(glossary), "initial_prompt": "Hi."})
+    prompt, _ = transcribe.decoding_hints(default_asr(glossary=str(glossary),
+                                                      initial_prompt="Hi."))
     assert prompt == "Hi."
-    assert transcribe.decoding_hints({}) == (None, None)
+    assert transcribe.decoding_hints(default_asr()) == (None, None)
     with pytest.raises(InputError, match="asr.glossary"):
-        transcribe.decoding_hints({"glossary": str(tmp_path / "missing.txt")})
+        transcribe.decoding_hints(default_asr(glossary=str(tmp_path / "missing.txt")))
 
 
 def test_windows_cut_long_audio_in_its_quietest_spots():
