@@ -213,6 +213,45 @@ def test_control_track_places_lines_sample_exactly_across_blocks(tmp_path, monke
     np.testing.assert_array_equal(data[:, 1], 1.0)
 
 
+def test_restored_spans_are_the_unvoiced_lines_kept_away_from_voiced_ones():
+    lines = [line("a", 1.0, 3.0, 1.5), line("b", 3.5, 6.0, 0.0, wav=False),
+             line("c", 6.2, 7.0, 0.5), line("d", 9.0, 10.0, 0.0, wav=False),
+             line("e", 10.1, 10.3, 0.0, wav=False)]
+    placements = fit.plan(lines, 1.25, 12.0)
+    spans = mix.restore_spans(lines, placements, 12.0)
+    guard, pad = mix.RESTORE_GUARD_S, mix.RESTORE_PAD_S
+    # b: from a's end + guard to c's start - guard; d and e padded and merged into one
+    assert [x for span in spans for x in span] == pytest.approx(
+        [3.0 + guard, 6.2 - guard, 9.0 - pad, 10.3 + pad])
+    # a voiced line's own source span is never restored, even where its dub is silent
+    assert mix.restore_spans([line("a", 1.0, 5.0, 1.0)], fit.plan(
+        [line("a", 1.0, 5.0, 1.0)], 1.25, 6.0), 6.0) == []
+    # a gap too short for the crossfades is left alone
+    tight = [line("a", 0.0, 1.0, 1.0), line("b", 1.0, 1.6, 0.0, wav=False),
+             line("c", 1.6, 3.0, 1.0)]
+    assert mix.restore_spans(tight, fit.plan(tight, 1.25, 4.0), 4.0) == []
+
+
+def test_control_track_crossfades_bed_and_original(tmp_path):
+    rate = 1000
+    path = tmp_path / "control.wav"
+    mix.write_control(path, rate, 4000, iter([]), [], 12.0, [(1.0, 2.0)])
+    data, _ = sf.read(path, dtype="float32")
+    bed, original = data[:, 1], data[:, 2]
+    np.testing.assert_allclose(bed + original, 1.0, atol=1e-6)  # a crossfade, no dip
+    assert original[:1000].max() == 0 and original[1050:1950].min() == 1.0
+    assert original[2000:].max() == 0
+    ramp = original[1000:1051]
+    assert np.all(np.diff(ramp) > 0) and ramp[-1] == 1.0
+
+
+def test_restore_applies_over_a_separated_bed_only():
+    assert mix.settings({"separation": "spleeter"}).restore_dialogue is True
+    assert mix.settings({"separation": "spleeter",
+                         "restore_dialogue": False}).restore_dialogue is False
+    assert mix.settings({"separation": "none"}).restore_dialogue is False
+
+
 def test_trimmed_line_fades_out():
     audio = mix.fade_out(np.ones(100, np.float32), 10)
     assert audio[89] == 1.0 and audio[-1] == 0.0 and np.all(np.diff(audio[90:]) < 0)

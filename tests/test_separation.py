@@ -22,6 +22,7 @@ part of the leak that is a scaled copy of the speech, so it is not used.
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import numpy as np
@@ -183,3 +184,90 @@ def test_chunks_match_one_pass():
     print("chunk seam SNR", snr_db(chunked, whole))
     assert chunked.shape == whole.shape == mix.shape
     assert snr_db(chunked, whole) > 60.0
+
+
+def _level_db(audio: np.ndarray, reference: np.ndarray, t0: float, t1: float,
+              rate: int) -> float:
+    """How much of ``reference`` (a known part of the source) ``audio`` holds in [t0, t1),
+    in dB: 0 is all of it, at the level it has in the source."""
+    a, r = audio[int(t0 * rate):int(t1 * rate)], reference[int(t0 * rate):int(t1 * rate)]
+    return 20 * math.log10(max(abs(float(a @ r) / float(r @ r)), 1e-9))
+
+
+@pytest.mark.model
+def test_original_dialogue_returns_where_no_line_is_voiced(tmp_path):
+    """Music throughout, speech at 1 s (a line the dub voices) and at 6 s (one it does not:
+    a song, a shout, a line emptied in review). With mix.restore_dialogue the second comes
+    back as it was in the source; under the dub line nothing of the original is added."""
+    import mix
+    from conftest import default_config
+
+    rate, pad = 48_000, mix.RESTORE_PAD_S
+    first = speak("The storm moved north during the night and the roads are open again.")
+    second = speak("Nobody expected the meeting to last for three whole hours.")
+    dub = speak("Good evening, and welcome back to the news at nine.")
+    seconds, starts = 11.0, (1.0, 6.0)
+    speech = np.zeros(int(seconds * rate), np.float32)
+    ends = []
+    for start, (audio, voice_rate) in zip(starts, (first, second)):
+        g = math.gcd(rate, voice_rate)
+        audio = resample_poly(audio, rate // g, voice_rate // g).astype(np.float32)
+        speech[int(start * rate):int(start * rate) + len(audio)] = audio
+        ends.append(round(start + len(audio) / rate, 3))
+    music = music_track(rate, seconds, 2).mean(axis=1)
+    music *= np.sqrt(np.mean(speech[speech != 0] ** 2) / np.mean(music**2))
+    scale = 0.5 / np.abs(speech + music).max()
+    speech, music = speech * scale, music * scale
+    source = tmp_path / "source.wav"
+    sf.write(source, np.repeat((speech + music)[:, None], 2, axis=1), rate, subtype="PCM_24")
+    separation.separate_file(source, tmp_path / "bed.wav")
+
+    tts = tmp_path / "tts"
+    tts.mkdir()
+    sf.write(tts / "0001.wav", dub[0], dub[1], subtype="PCM_16")
+    rows = [{"id": "0001", "speaker": "SPEAKER_00", "start": starts[0], "end": ends[0],
+             "text": "line 1", "wav": "0001.wav", "duration_s": len(dub[0]) / dub[1],
+             "sample_rate": dub[1]},
+            {"id": "0002", "speaker": "SPEAKER_01", "start": starts[1], "end": ends[1],
+             "text": "", "wav": None}]
+    (tts / "lines.json").write_text(json.dumps(rows))
+
+    def dub_track(restore: bool) -> tuple[np.ndarray, dict]:
+        out = tmp_path / ("restored" if restore else "plain")
+        settings = {**default_config()["mix"], "restore_dialogue": restore}
+        report = mix.run(tmp_path / "bed.wav", tts, out / "dub.wav", out / "fit.json",
+                         settings, original_wav=source)
+        audio, written_rate = sf.read(out / "dub.wav", dtype="float64", always_2d=True)
+        assert written_rate == rate
+        audio = audio.mean(axis=1)
+        # the loudness step's gain, from the music alone between the two lines
+        gain = float(audio[int(4.6 * rate):int(5.4 * rate)] @ music[int(4.6 * rate):int(5.4 * rate)]
+                     / (music[int(4.6 * rate):int(5.4 * rate)] @ music[int(4.6 * rate):int(5.4 * rate)]))
+        return audio / gain, report
+
+    restored, report = dub_track(True)
+    plain, plain_report = dub_track(False)
+    assert report["restored"] == [[round(starts[1] - pad, 3), round(ends[1] + pad, 3)]]
+    assert plain_report["restored"] == []
+    in_gap, under_line = (starts[1], ends[1]), (starts[0], report["lines"][0]["start"]
+                                                + report["lines"][0]["played_s"])
+    figures = {
+        "gap_restored_db": _level_db(restored, speech, *in_gap, rate),
+        "gap_plain_db": _level_db(plain, speech, *in_gap, rate),
+        "gap_restored_vs_source_snr_db": snr_db(
+            restored[int(in_gap[0] * rate):int(in_gap[1] * rate)],
+            (speech + music)[int(in_gap[0] * rate):int(in_gap[1] * rate)]),
+        "line_restored_db": _level_db(restored, speech, *under_line, rate),
+        "line_plain_db": _level_db(plain, speech, *under_line, rate),
+    }
+    print(figures)
+    # in the gap the original speech is back, the source itself; without the option, gone
+    assert figures["gap_restored_db"] > -1.0
+    assert figures["gap_restored_vs_source_snr_db"] > 20.0
+    assert figures["gap_plain_db"] < -10.0
+    # under the dub line nothing of the original is added back (what is left is the bed's
+    # own leak, ducked: the same with the option off), and the original returns only
+    # RESTORE_GUARD_S after the line, whose voice is done by then
+    assert figures["line_restored_db"] < -20.0
+    assert abs(figures["line_restored_db"] - figures["line_plain_db"]) < 1.0
+    assert report["restored"][0][0] >= max(under_line[1], ends[0]) + mix.RESTORE_GUARD_S

@@ -1,7 +1,8 @@
 rule mix:
-    """Lines at their source times, fitted to their slots, over the ducked original, at target loudness."""
+    """Lines at their source times, fitted to their slots, over the ducked bed (the original where no line is voiced), at target loudness."""
     input:
         source=mix_bed,
+        original="work/{name}/source.wav",
         tts="work/{name}/{lang}/tts",
     output:
         dub="work/{name}/{lang}/dub.wav",

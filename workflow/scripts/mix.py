@@ -76,6 +76,16 @@ BLOCK_S = 10.0
 # closer than both ramps together share one dip instead of a short swell between them.
 DUCK_ATTACK_S = 0.08
 DUCK_RELEASE_S = 0.30
+#: mix.restore_dialogue: where a line is not voiced, the original mix (bed + dialogue)
+#: plays again. Whisper's segment edges can clip a word's onset or tail, so the span is
+#: padded; it stops this far from every voiced line (its source span and where the dub
+#: plays), farther than the duck's release, so the original speaker and a dub voice are
+#: never heard together and the bed is back at full level before the original returns;
+#: the switch is a short crossfade inside the span (bed and original are sample-aligned:
+#: the bed is the original minus its dialogue).
+RESTORE_PAD_S = 0.15
+RESTORE_GUARD_S = 0.35
+RESTORE_FADE_S = 0.05
 #: Dub layouts: ffmpeg's name and how the mono voice is placed (centre for 5.1).
 LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
 VOICE_PAN = {1: "mono|c0=c0", 2: "stereo|c0=c0|c1=c0", 6: "5.1|FC=c0"}
@@ -124,6 +134,7 @@ class MixSettings:
     duck_db: float
     fade_ms: float
     max_lead_s: float
+    restore_dialogue: bool  # only over a separated bed: the original mix has its dialogue
 
 
 def settings(mix: dict | None, source_channels: int | None = None) -> MixSettings:
@@ -146,6 +157,7 @@ def settings(mix: dict | None, source_channels: int | None = None) -> MixSetting
         duck_db=float(AUTO_DUCK_DB[mix["separation"]] if duck_db == "auto" else duck_db),
         fade_ms=float(mix["fade_ms"]),
         max_lead_s=float(mix["max_lead_s"]),
+        restore_dialogue=mix["restore_dialogue"] and mix["separation"] != "none",
     )
 
 
@@ -384,6 +396,51 @@ def duck_intervals(placements: list[fit.Placement]) -> list[tuple[float, float]]
     return [(a, b) for a, b in merged]
 
 
+def restore_spans(lines: list[dict], placements: list[fit.Placement],
+                  duration: float) -> list[tuple[float, float]]:
+    """Where the original dialogue plays again: the lines the dub does not voice (no wav:
+    nothing to say, a song, a line emptied in review), padded by RESTORE_PAD_S, minus
+    RESTORE_GUARD_S around every voiced line. A voiced line's own source span is kept
+    out too, so no segment that was translated and voiced is heard in the original."""
+    voiced = {p.id: p for p in placements if p.played_s > 0}
+    keep_out = sorted(
+        (min(p.start, float(line["start"])) - RESTORE_GUARD_S,
+         max(p.end, float(line["end"])) + RESTORE_GUARD_S)
+        for line in lines if (p := voiced.get(str(line["id"]))) is not None)
+    spans = []
+    for line in sorted(lines, key=lambda line: float(line["start"])):
+        if str(line["id"]) in voiced:
+            continue
+        pieces = [(max(0.0, float(line["start"]) - RESTORE_PAD_S),
+                   min(duration, float(line["end"]) + RESTORE_PAD_S))]
+        for a, b in keep_out:
+            pieces = [piece for lo, hi in pieces
+                      for piece in ((lo, min(hi, a)), (max(lo, b), hi))]
+        spans += [(lo, hi) for lo, hi in pieces if hi - lo > 2 * RESTORE_FADE_S]
+    merged: list[list[float]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [(round(lo, 3), round(hi, 3)) for lo, hi in merged]
+
+
+def restore_envelope(first: int, count: int, rate: int,
+                     spans: list[tuple[float, float]]) -> np.ndarray:
+    """Gain of the original mix for frames ``first .. first+count``: 1 inside ``spans``,
+    0 outside, with RESTORE_FADE_S linear ramps inside each span."""
+    gain = np.zeros(count, dtype=np.float32)
+    t = (first + np.arange(count, dtype=np.float64)) / rate
+    for a, b in spans:
+        if b < t[0] or a > t[-1]:
+            continue
+        ramp = np.minimum(np.clip((t - a) / RESTORE_FADE_S, 0, 1),
+                          np.clip((b - t) / RESTORE_FADE_S, 0, 1))
+        np.maximum(gain, ramp.astype(np.float32), out=gain)
+    return gain
+
+
 def gain_envelope(first: int, count: int, rate: int, intervals: list[tuple[float, float]],
                   duck_db: float) -> np.ndarray:
     """Linear bed gain for frames ``first .. first+count``: 1.0, or ``-duck_db`` under lines.
@@ -439,19 +496,26 @@ def placed_lines(
 def write_control(
     path: Path, rate: int, frames: int, lines: Iterator[tuple[int, np.ndarray]],
     intervals: list[tuple[float, float]], duck_db: float,
+    restored: list[tuple[float, float]] | None = None,
 ) -> None:
-    """Write the 2-channel control track (voice, bed gain) block by block.
+    """Write the control track block by block: voice and bed gain, and with ``restored``
+    spans a third channel, the original mix's gain (the bed's is lowered to match, so
+    the two crossfade).
 
     Only the current block and the line being placed are in memory: a two-hour film costs
     the same RAM as a two-minute clip. RF64 because a float track longer than about three hours passes 4 GB.
     """
     block = int(BLOCK_S * rate)
     pending = next(lines, None)
-    with sf.SoundFile(str(path), "w", rate, 2, CONTROL_SUBTYPE, format="RF64") as out:
+    channels = 2 if restored is None else 3
+    with sf.SoundFile(str(path), "w", rate, channels, CONTROL_SUBTYPE, format="RF64") as out:
         for first in range(0, frames, block):
             last = min(first + block, frames)
-            buf = np.zeros((last - first, 2), dtype=np.float32)
+            buf = np.zeros((last - first, channels), dtype=np.float32)
             buf[:, 1] = gain_envelope(first, last - first, rate, intervals, duck_db)
+            if restored is not None:
+                buf[:, 2] = restore_envelope(first, last - first, rate, restored)
+                buf[:, 1] *= 1.0 - buf[:, 2]
             while pending is not None and pending[0] < last:
                 start, audio = pending
                 lo, hi = max(start, first), min(start + len(audio), last)
@@ -471,19 +535,40 @@ def write_control(
 # --------------------------------------------------------------------------------------
 
 
-def mix_graph(cfg: MixSettings, with_voice: bool, tail: str) -> str:
+def mix_graph(cfg: MixSettings, with_voice: bool, tail: str, restore: bool = False) -> str:
     """The filter graph from the inputs; ``tail`` is the loudness step and the output
     label(s), e.g. ``volume=2dB[out]``.
 
     Built only from numbers and fixed names. The envelope is panned explicitly to every
     channel: ffmpeg's automatic mono-to-stereo conversion would scale it by -3 dB.
+    With ``restore``, input 2 is the original mix and the control track's third channel
+    its gain.
     """
     layout = LAYOUTS[cfg.channels]
-    bed = "[0:a]" + filter_("aformat", sample_fmts="flt", sample_rates=cfg.sample_rate,
-                            channel_layouts=layout)
+    form = filter_("aformat", sample_fmts="flt", sample_rates=cfg.sample_rate,
+                   channel_layouts=layout)
+    bed = "[0:a]" + form
     if not with_voice:
         return f"{bed},{tail}"
     spread = "|".join(f"c{i}=c0" for i in range(cfg.channels))
+    if restore:
+        def gains(channel: int) -> str:
+            return filter_("pan", f"{layout}|" + "|".join(
+                f"c{i}=c{channel}" for i in range(cfg.channels)))
+
+        return ";".join([
+            f"{bed}[bed]",
+            f"[2:a]{form}[original]",
+            "[1:a]" + filter_("aresample", cfg.sample_rate) + "," + filter_("asplit", 3)
+            + "[voice][gain][back]",
+            f"[gain]{gains(1)}[gains]",
+            f"[back]{gains(2)}[backs]",
+            "[bed][gains]" + filter_("amultiply") + "[ducked]",
+            "[original][backs]" + filter_("amultiply") + "[restored]",
+            "[voice]" + filter_("pan", VOICE_PAN[cfg.channels]) + "[voices]",
+            "[ducked][restored][voices]" + filter_("amix", inputs=3, normalize=0,
+                                                   duration="first") + f",{tail}",
+        ])
     return ";".join([
         f"{bed}[bed]",
         "[1:a]" + filter_("aresample", cfg.sample_rate) + ","
@@ -522,20 +607,24 @@ def dub_codec(cfg: MixSettings) -> list[str]:
 
 def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: str,
                 dest: Path | None, duration_s: float, ffmpeg: dict | None,
-                threads: int, encoded: Path | None = None, meter: str = METER) -> str:
+                threads: int, encoded: Path | None = None, meter: str = METER,
+                original: Path | None = None) -> str:
     """One streaming pass over the whole mix, measured by ``ebur128`` at its end.
 
     Writes ``dest`` (24-bit WAV, RF64 past 4 GB) and ``encoded`` (the same audio as the
     mkv's AAC track) or, without them, only measures; returns ffmpeg's log, where the
     meters print their figures. The encoder runs in its own ffmpeg thread beside the
     filters, so the mkv track costs this pass 3 s for 10 minutes instead of a second
-    decode and encode of 6 s in mux.
+    decode and encode of 6 s in mux. ``original``: the original mix, for restored spans.
     """
     args = ["-i", file_arg(source_wav)]
     if control is not None:
         args += ["-i", file_arg(control)]
+        if original is not None:
+            args += ["-i", file_arg(original)]
     split = f",{filter_('asplit', 2)}[out][enc]" if encoded is not None else "[out]"
-    graph = mix_graph(cfg, control is not None, f"{tail},{meter}{split}")
+    graph = mix_graph(cfg, control is not None, f"{tail},{meter}{split}",
+                      restore=control is not None and original is not None)
     args += ["-filter_complex_threads", str(threads), "-filter_complex", graph,
              "-map", "[out]"]
     if dest is None:
@@ -553,7 +642,7 @@ def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: 
 
 def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: MixSettings,
                       duration_s: float, ffmpeg: dict | None, threads: int,
-                      encoded: Path | None = None) -> dict:
+                      encoded: Path | None = None, original: Path | None = None) -> dict:
     """Write dub.wav at the target loudness under the true-peak ceiling; return the figures.
 
     Pass 1 measures (ffmpeg's ``ebur128`` meter: the BS.1770 figures loudnorm's own
@@ -580,7 +669,8 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
             tmp = files.enter_context(atomic_path(dest)) if write else None
             track = files.enter_context(atomic_path(encoded)) if write and encoded else None
             return ebur128_summary(ffmpeg_pass(source_wav, control, cfg, tail, tmp,
-                                               duration_s, ffmpeg, threads, track, meter))
+                                               duration_s, ffmpeg, threads, track, meter,
+                                               original))
 
     measured = render(filter_("anull"), write=False, meter=SAMPLE_METER)
     figures = {"input_i": measured["i"], "input_peak": measured["tp"],
@@ -653,9 +743,10 @@ def _rounded(value: object) -> float | None:
 
 def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> list[str]:
     """Run each kind of ffmpeg pass this stage can make on a second of audio: measuring,
-    one gain, the limiter at the dub's rate and at 192 kHz (writing the mkv track too), and
-    the tempo change. ``make verify`` calls it, so a binary that lists every option but
-    still cannot run a graph is caught before a season is queued on it."""
+    one gain, the limiter at the dub's rate and at 192 kHz (writing the mkv track too), the
+    original mix restored over the bed, and the tempo change. ``make verify`` calls it, so
+    a binary that lists every option but still cannot run a graph is caught before a
+    season is queued on it."""
     cfg = settings(mix)
     rate = 48000
     t = np.arange(rate, dtype=np.float32) / rate
@@ -676,6 +767,12 @@ def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> lis
                              workdir / "dub.mka", meter)
         ebur128_summary(stderr)
         ran.append(name)
+    restore = workdir / "restore.wav"  # voice, bed gain, original gain: the restore graph
+    sf.write(restore, np.stack([voice, np.full_like(voice, 0.25), np.full_like(voice, 0.75)],
+                               axis=1), rate, subtype=CONTROL_SUBTYPE)
+    ebur128_summary(ffmpeg_pass(source, restore, cfg, filter_("anull"), workdir / "dub.wav",
+                                1.0, ffmpeg, 1, meter=SAMPLE_METER, original=source))
+    ran.append("restore")
     placement = fit.Placement(id="0001", start=0.0, slot_s=0.8, available_s=0.8, natural_s=1.0,
                               borrowed_s=0.0, speed=1.25, trimmed_s=0.0)
     sped_up(line, placement, workdir, ffmpeg, None)
@@ -691,11 +788,14 @@ def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> lis
 def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
         fit_json: str | Path, mix: dict, ffmpeg: dict | None = None,
         threads: int = 1, tempo_cache: str | Path | None = None,
-        dub_track: str | Path | None = None) -> dict:
+        dub_track: str | Path | None = None, original_wav: str | Path | None = None) -> dict:
     """Write dub.wav, fit.json and (if asked) ``dub_track``, the same audio encoded for
     the mkv (Matroska audio, AAC); return the fit.json content.
 
-    ``tempo_cache``: a folder for sped-up lines (``<tts.cache_dir>/tempo``), or None.
+    ``source_wav`` is what the dub goes over (the separated bed, or the original mix);
+    ``original_wav`` the original mix, played again where a line is not voiced when
+    mix.restore_dialogue is on. ``tempo_cache``: a folder for sped-up lines
+    (``<tts.cache_dir>/tempo``), or None.
     """
     source_wav, tts_dir, dub_wav = Path(source_wav), Path(tts_dir), Path(dub_wav)
     threads = max(1, int(threads or 1))
@@ -715,12 +815,17 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
     by_id = {str(line["id"]): line for line in lines}
     log.info("%d lines placed over %.1f s: %s", len(placements), duration,
              fit.summary(placements))
+    restored = (restore_spans(lines, placements, duration)
+                if cfg.restore_dialogue and original_wav else [])
+    if restored:
+        log.info("original dialogue restored where no line is voiced: %d span(s), %.1f s",
+                 len(restored), sum(b - a for a, b in restored))
 
     dub_wav.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{dub_wav.stem}.partial-mix-", dir=dub_wav.parent))
     try:
         control = None
-        if placements:
+        if placements or restored:
             control = workdir / "control.wav"
             rate = voice_rate(lines, cfg)
             frames = math.ceil(duration * rate) + rate
@@ -729,12 +834,13 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
                           placed_lines(placements, tts_dir, wavs, cfg, workdir, ffmpeg,
                                        Path(tempo_cache) if tempo_cache else None, rate,
                                        cuts),
-                          duck_intervals(placements), cfg.duck_db)
+                          duck_intervals(placements), cfg.duck_db, restored or None)
         else:
             log.warning("%s has no lines to place, so the dub of %s is its original mix, "
                         "normalised", tts_dir / "lines.json", source_wav)
         loudness = render_normalised(source_wav, control, dub_wav, cfg, duration, ffmpeg,
-                                     threads, Path(dub_track) if dub_track else None)
+                                     threads, Path(dub_track) if dub_track else None,
+                                     Path(original_wav) if restored else None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     log.info("loudness: %s", loudness)
@@ -749,6 +855,7 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
             for p in placements
         ],
         "summary": fit.summary(placements),
+        "restored": [list(span) for span in restored],
         "voices": read_voices(tts_dir),
         "loudness": {
             **{key: _rounded(value) if isinstance(value, float) else value
@@ -786,4 +893,4 @@ if "snakemake" in globals():
     run_rule(sm, STAGE, run, source_wav=sm.input.source, tts_dir=sm.input.tts,
              dub_wav=sm.output.dub, fit_json=sm.output.fit, mix=sm.params.mix,
              ffmpeg=sm.params.ffmpeg, threads=sm.threads, tempo_cache=sm.params.tempo_cache,
-             dub_track=sm.output.track)
+             dub_track=sm.output.track, original_wav=sm.input.original)
