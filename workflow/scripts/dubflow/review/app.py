@@ -25,20 +25,22 @@ import json
 import logging
 import secrets
 import threading
+import time
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from jinja2 import Environment, FileSystemLoader
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.routing import Mount
 
 from dubflow import voices
 from dubflow.errors import DubflowError
 from dubflow.review import choices, media
-from dubflow.review.project import ReviewError, Video, write_edits
+from dubflow.review.project import ReviewError, Unknown, Video, write_edits
 from dubflow.review.runner import Rebuilder
 
 HERE = Path(__file__).resolve().parent
@@ -92,8 +94,6 @@ class Guard:
         if any(bad in raw + "?" + query for bad in ("..", "%2f", "%5c", "\\", "%2e")):
             raise Refused(400, "Requests name languages and lines, never files or folders.")
         if scope["method"] in ("GET", "HEAD"):
-            from urllib.parse import parse_qs
-
             given = (parse_qs(scope.get("query_string", b"").decode("latin-1"))
                      .get("token", [""])[0])
         else:
@@ -223,20 +223,12 @@ class ReviewApp:
         return JSONResponse({"state": run.state, "done": run.done_steps,
                              "total": run.total_steps, "number": run.number,
                              "error": run.error, "log": run.log if run.state == "failed" else "",
-                             "seconds": round((run.finished or _now()) - run.started, 1)
+                             "seconds": round((run.finished or time.time()) - run.started, 1)
                              if run.started else 0.0},
                             headers=security_headers())
 
 
-def _now() -> float:
-    import time
-
-    return time.time()
-
-
 async def _in_thread(function, *args):
-    from starlette.concurrency import run_in_threadpool
-
     return await run_in_threadpool(function, *args)
 
 
@@ -270,9 +262,7 @@ def create_app(video: Video, previewer, rebuilder: Rebuilder, token: str | None 
     state = ReviewApp(video, previewer, rebuilder, token)
 
     async def refused(request: Request, error: Exception) -> Response:
-        if isinstance(error, ReviewError):
-            return _error(404 if str(error).startswith("There is no") else 400, str(error))
-        return _error(400, str(error))
+        return _error(404 if isinstance(error, Unknown) else 400, str(error))
 
     async def on_error(request: Request, error: Exception) -> Response:
         return _error(500, f"The app failed on this request ({type(error).__name__}); "

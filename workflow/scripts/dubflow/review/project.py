@@ -33,6 +33,10 @@ class ReviewError(DubflowError):
     """A request the app refuses: one sentence, nothing changed."""
 
 
+class Unknown(ReviewError):
+    """A request names a language, line or speaker this video does not have (HTTP 404)."""
+
+
 def load_config(root: Path, configfiles: list[str | Path] = ()) -> dict:
     """The config a Snakemake run in ``root`` sees: the workflow's defaults, then each
     ``--configfile`` in order (nested keys merged, as Snakemake does), checked and filled
@@ -98,7 +102,7 @@ class Language:
         for row in self.rows:
             if row.id == line_id:
                 return row
-        raise ReviewError(f"There is no line {line_id!r} in the {self.code} dub; "
+        raise Unknown(f"There is no line {line_id!r} in the {self.code} dub; "
                           f"reload the page to see the current lines.")
 
 
@@ -201,7 +205,7 @@ class Video:
     # -- checking what a request names ---------------------------------------------------
     def language(self, lang: str) -> Language:
         if lang not in self.languages:
-            raise ReviewError(f"This video has no {lang!r} dub; its languages are "
+            raise Unknown(f"This video has no {lang!r} dub; its languages are "
                               f"{', '.join(self.languages)}.")
         return self.languages[lang]
 
@@ -225,7 +229,7 @@ class Video:
 
         language = self.language(lang)
         if not isinstance(speaker, str) or speaker not in language.speakers:
-            raise ReviewError(f"There is no speaker {speaker!r} in the {lang} dub.")
+            raise Unknown(f"There is no speaker {speaker!r} in the {lang} dub.")
         if not isinstance(spec, str) or not spec.strip():
             raise ReviewError(f"Choose a voice for {speaker}.")
         try:
