@@ -189,6 +189,14 @@ def test_same_language_is_a_copy(tmp_path):
     assert [line["text"] for line in document["lines"]] == ["Hello there.", ""]
 
 
+def test_a_line_of_music_notes_or_sound_descriptions_is_not_translated(tmp_path):
+    """Nothing to say: no text, so no voice, and the mix restores the original there."""
+    transcript = write_transcript(tmp_path, ["♪ ♪", "[Music]", "(laughs) Hello there.", "(sighs)"])
+    document = translate.run(transcript, tmp_path / "t.json", "de",
+                             settings(tmp_path, backend="none"))
+    assert [line["text"] for line in document["lines"]] == ["", "", "(laughs) Hello there.", ""]
+
+
 def test_none_backend_copies(tmp_path):
     transcript = write_transcript(tmp_path, ["Hello there."])
     document = translate.run(transcript, tmp_path / "t.json", "de",

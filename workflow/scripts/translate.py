@@ -476,6 +476,16 @@ def _tsv_rows(text: str):
 # --------------------------------------------------------------------------------------
 
 
+# Whisper writes music and other sounds as notes or bracketed descriptions ("♪",
+# "[Music]", "(laughs)"). A line of nothing else has nothing to say: it is not translated
+# or voiced, so the mix plays the original there (mix.restore_dialogue), song and all.
+SOUND_ONLY = re.compile(r"\[[^\]]*\]|\([^)]*\)")
+
+
+def has_words(text: str) -> bool:
+    return any(ch.isalnum() for ch in SOUND_ONLY.sub("", text))
+
+
 def translate_lines(lines: list[Line], source: str, target: str, translation: dict,
                     asr: dict | None = None, audio_path=None, edits: dict | None = None,
                     threads: int = 1) -> tuple[Engine, dict[str, int]]:
@@ -486,8 +496,8 @@ def translate_lines(lines: list[Line], source: str, target: str, translation: di
         if line.id in edits:
             line.text, line.edited = edits[line.id], True
             counts["edited"] += 1
-    todo = [line for line in lines if not line.edited and line.source]
-    counts["empty"] = sum(1 for line in lines if not line.edited and not line.source)
+    todo = [line for line in lines if not line.edited and has_words(line.source)]
+    counts["empty"] = sum(1 for line in lines if not line.edited and not has_words(line.source))
     if not todo:
         return Engine(translation["backend"], "(nothing to translate)"), counts
     check_pair(source, target, translation)
