@@ -35,7 +35,7 @@ from common import CACHE, ROOT, conversation_video, prepare_workdir, snakemake
 VOICES = ("joe", "espeak_f3")  # bench/run.py's conversation
 
 
-def workspace(minutes: float, cores: int) -> tuple[Path, str]:
+def workspace(minutes: float, cores: int, update: bool = True) -> tuple[Path, str]:
     """A built, up-to-date working folder and the video's name."""
     name = f"conv{minutes:g}"
     video, _ = conversation_video(minutes, VOICES)
@@ -47,8 +47,10 @@ def workspace(minutes: float, cores: int) -> tuple[Path, str]:
         shutil.copytree(built, workdir, symlinks=True,
                         ignore=shutil.ignore_patterns("edits", "dubflow"))
     cold = not (workdir / "out" / f"{name}.mkv").is_file()
-    prepare_workdir(workdir, {name: video}, wipe=cold)
     shutil.rmtree(workdir / "edits", ignore_errors=True)  # every run edits the same line
+    if not cold and not update:
+        return workdir, name
+    prepare_workdir(workdir, {name: video}, wipe=cold)
     started = time.monotonic()
     run = snakemake(workdir, "--cores", str(cores), sample=False,
                     log=workdir / "catch-up.log")
@@ -95,8 +97,11 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="media length (10)")
     parser.add_argument("--cores", type=int, default=2, help="cores for the rebuild (2)")
     parser.add_argument("--lines", type=int, default=5, help="lines to preview (5)")
+    parser.add_argument("--no-update", action="store_true",
+                        help="use the folder as it is (a quick second look; the Apply then "
+                             "also redoes what the last one changed)")
     args = parser.parse_args()
-    workdir, name = workspace(args.minutes, args.cores)
+    workdir, name = workspace(args.minutes, args.cores, update=not args.no_update)
     translation = json.loads((workdir / "work" / name / "pt" / "translation.json").read_text())
     proc, base, token = start_app(workdir, name, args.cores)
     try:

@@ -210,6 +210,7 @@ def test_play_edit_preview_and_apply_in_the_browser(app, browser, workspace, tmp
     area.clear()
     area.send_keys(new_text)
     assert browser.find_element(By.ID, "pending").text == "1 line changed"
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", row)
     row.find_element(By.CSS_SELECTOR, "button.preview").click()
     preview = wait_for(lambda: browser.execute_script(
         "const p = window.reviewState.previews[arguments[0]];"
@@ -244,6 +245,7 @@ def test_play_edit_preview_and_apply_in_the_browser(app, browser, workspace, tmp
     print(f"apply: rebuilt and reloaded in {time.monotonic() - started:.1f} s")
     row = browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{line_id}"]')
     assert row.find_elements(By.CSS_SELECTOR, ".badge.edited")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", row)
     browser.save_screenshot(str(shots / "review-applied.png"))
 
     edits = (workspace / "edits" / f"{NAME}.pt.tsv").read_text(encoding="utf-8").splitlines()
@@ -260,3 +262,27 @@ def test_play_edit_preview_and_apply_in_the_browser(app, browser, workspace, tmp
     start = min(line["start"], fit[line_id]["start"]) - 0.5
     end = max(line["end"], fit[line_id]["start"] + fit[line_id]["played_s"]) + 0.5
     assert changed and all(start <= t <= end for t in changed), (changed, start, end)
+
+
+def test_a_voice_choice_revoices_that_speaker_only(app, workspace):
+    """Through the app's Apply: edits/<name>.voices.yaml is an input of synthesize, and
+    only the re-voiced speaker's lines are synthesized again."""
+    base, token = app
+    lines = json.loads((workspace / "work" / NAME / "pt" / "tts" / "lines.json").read_text())
+    speaker = lines[0]["speaker"]
+    old = lines[0]["voice"]
+    new = "espeak:pt-br+m8" if old != "espeak:pt-br+m8" else "espeak:pt-br+f1"
+    response = post(base, token, "/api/apply", {"lang": "pt", "voices": {speaker: new}})
+    assert response.status_code == 202, response.text
+    status = wait_for(lambda: (lambda s: s if s["state"] in ("done", "failed") else None)(
+        requests.get(f"{base}/api/status?token={token}", timeout=30).json()), 600, "the rebuild")
+    assert status["state"] == "done", status["error"] + "\n" + status["log"]
+    voices_file = workspace / "edits" / f"{NAME}.voices.yaml"
+    assert f"{speaker}: {new}" in voices_file.read_text()
+    after = json.loads((workspace / "work" / NAME / "pt" / "tts" / "lines.json").read_text())
+    assert {x["voice"] for x in after if x["speaker"] == speaker} == {new}
+    assert [x["voice"] for x in after if x["speaker"] != speaker] == [
+        x["voice"] for x in lines if x["speaker"] != speaker]
+    log = (workspace / "logs" / NAME / "synthesize.pt.log").read_text()
+    counts = re.findall(r"(\d+) lines: (\d+) synthesized, (\d+) from cache", log)[-1]
+    assert int(counts[1]) == sum(x["speaker"] == speaker and bool(x["text"]) for x in after)

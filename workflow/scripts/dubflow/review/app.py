@@ -136,6 +136,11 @@ class ReviewApp:
             offered = []
         return sorted(set(offered) | set(language.voices.values()))
 
+    def rebuilt(self) -> None:
+        """After a rebuild: read the new files, forget previews made over the old ones."""
+        self.video.reload()
+        self.previewer.forget()
+
     # -- routes -------------------------------------------------------------------------
     async def page(self, request: Request) -> Response:
         lang = self.lang_of(request)
@@ -214,7 +219,7 @@ class ReviewApp:
                 write_edits(self.video.edits_file(lang), rows)
             if chosen:
                 choices.write_choices(self.video.voices_file, {lang: chosen})
-            self.rebuilder.start(on_done=self.video.reload)
+            self.rebuilder.start(on_done=self.rebuilt)
         return JSONResponse({"started": True, "lines": sorted(rows), "voices": sorted(chosen)},
                             status_code=202, headers=security_headers())
 

@@ -14,6 +14,7 @@ temporary folder for the length of the request.
 
 from __future__ import annotations
 
+import collections
 import logging
 import tempfile
 import threading
@@ -33,18 +34,45 @@ log = logging.getLogger(__name__)
 CONTEXT_S = 0.6
 
 
+#: Previews kept in memory: asking again for the same text (the page prefetches while
+#: the reviewer types, then plays on the click) costs nothing.
+KEEP_PREVIEWS = 32
+
+
+class Engines(synthesize.Engines):
+    """The synthesize stage's engines, but Kokoro runs one line on all the app's threads
+    (the stage runs several lines at once, one thread each; a preview is one line)."""
+
+    def get(self, voice: voices.Voice):
+        if voice.backend != "kokoro":
+            return super().get(voice)
+        key = (voice.backend, str(voice.model_path))
+        with self._load_lock:
+            if key not in self._loaded:
+                from dubflow.kokoro_voice import KokoroBackend
+
+                self._loaded[key] = KokoroBackend(voice.model_path, threads=self.threads)
+            return self._loaded[key]
+
+
 class Previewer:
     """The loaded engines of one app, one per language, reused by every preview."""
 
     def __init__(self, video: Video, threads: int = 2) -> None:
         self.video, self.threads = video, threads
-        self._engines: dict[str, synthesize.Engines] = {}
+        self._engines: dict[str, Engines] = {}
         self._lock = threading.Lock()  # one preview at a time: they share the engines
+        self._made: collections.OrderedDict = collections.OrderedDict()
 
-    def engines(self, lang: str, tts: dict) -> synthesize.Engines:
+    def engines(self, lang: str, tts: dict) -> Engines:
         if lang not in self._engines:
-            self._engines[lang] = synthesize.Engines(tts, lang, self.threads)
+            self._engines[lang] = Engines(tts, lang, self.threads)
         return self._engines[lang]
+
+    def forget(self) -> None:
+        """Drop the kept previews (after a rebuild the neighbours and the bed may differ)."""
+        with self._lock:
+            self._made.clear()
 
     def warm_up(self) -> None:
         """Load every language's voices now, and make one preview of each language (the
@@ -69,8 +97,16 @@ class Previewer:
     def preview(self, lang: str, line_id: str, text: str, voice_spec: str | None = None
                 ) -> tuple[bytes, dict]:
         """WAV bytes of the line said as ``text``, in place, and what the fit did to it."""
-        with self._lock, tempfile.TemporaryDirectory(prefix="dubflow-preview-") as scratch:
-            return self._preview(lang, line_id, text, voice_spec, Path(scratch))
+        key = (lang, line_id, text, voice_spec)
+        with self._lock:
+            if key not in self._made:
+                with tempfile.TemporaryDirectory(prefix="dubflow-preview-") as scratch:
+                    self._made[key] = self._preview(lang, line_id, text, voice_spec,
+                                                    Path(scratch))
+                while len(self._made) > KEEP_PREVIEWS:
+                    self._made.popitem(last=False)
+            self._made.move_to_end(key)
+            return self._made[key]
 
     def _preview(self, lang: str, line_id: str, text: str, voice_spec: str | None,
                  scratch: Path) -> tuple[bytes, dict]:

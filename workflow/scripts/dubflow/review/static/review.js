@@ -100,7 +100,15 @@ for (const row of rows) {
   const id = row.dataset.id;
   const area = row.querySelector("textarea");
   updateRow(row);
-  area.addEventListener("input", () => { updateRow(row); refreshPending(); });
+  let typing = null;
+  area.addEventListener("input", () => {
+    updateRow(row);
+    refreshPending();
+    // the app starts voicing the new text once the reviewer pauses; the click then
+    // finds it made (the app keeps recent previews)
+    clearTimeout(typing);
+    typing = setTimeout(() => prefetch(row), 900);
+  });
   row.addEventListener("click", (event) => {
     if (event.target.closest("button, textarea, select")) return;
     seek(parseFloat(row.dataset.start));
@@ -125,9 +133,7 @@ for (const row of rows) {
     say("");
     const started = performance.now();
     try {
-      const voice = voiceChanges()[row.dataset.speaker];
-      const response = await post("/api/preview",
-        { lang: lang, id: id, text: area.value, voice: voice || null });
+      const response = await post("/api/preview", previewRequest(row));
       const info = JSON.parse(response.headers.get("X-Preview") || "{}");
       const blob = await response.blob();
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
@@ -142,6 +148,19 @@ for (const row of rows) {
       updateRow(row);
     }
   });
+}
+
+function previewRequest(row) {
+  const area = row.querySelector("textarea");
+  const voice = voiceChanges()[row.dataset.speaker];
+  return { lang: lang, id: row.dataset.id, text: area.value, voice: voice || null };
+}
+
+function prefetch(row) {
+  const area = row.querySelector("textarea");
+  const over = letters(area.value) > parseInt(row.dataset.limit, 10);
+  if (row.querySelector(".preview").disabled || over) return;
+  post("/api/preview", previewRequest(row)).catch(() => {});  // errors show on the click
 }
 
 function select(row) {
