@@ -134,8 +134,8 @@ def main() -> int:
         print("\n2. Apply of a one-line edit (rebuild in the background)")
         line = translation["lines"][len(translation["lines"]) // 2]
         clock = time.monotonic()
-        response = post(base, token, "/api/apply", {"lang": "pt", "edits": {
-            line["id"]: f"Texto revisto pelo revisor: {line['text']}"}})
+        reworded = " ".join(reversed(line["text"].rstrip(".!?").split())) + "."
+        response = post(base, token, "/api/apply", {"lang": "pt", "edits": {line["id"]: reworded}})
         if response.status_code != 202:
             print(f"refused: {response.json()['error']}")
             return 1

@@ -190,7 +190,10 @@ class Video:
                 id=line_id, speaker=str(line.get("speaker") or "SPEAKER_00"), start=start,
                 end=end, source=str(line.get("source") or ""), text=str(line.get("text") or ""),
                 voice=str(synthesized.get(line_id, {}).get("voice") or ""), flags=flags,
-                limit=line_limit(room, per_second), edited=bool(line.get("edited")),
+                # never below what the workflow itself wrote there: a reviewer may always
+                # reword a line without making it longer
+                limit=max(line_limit(room, per_second), letters(str(line.get("text") or ""))),
+                edited=bool(line.get("edited")),
                 play_start=play_start,
                 play_end=play_start + float(place.get("played_s", end - start)),
                 full_text=line.get("full_text"), speed=float(place.get("speed", 1.0))))
@@ -216,9 +219,9 @@ class Video:
             raise ReviewError(f"The new text of line {line_id} is empty; write what the "
                               f"voice should say.")
         text = " ".join(text.split())
-        letters = sum(ch.isalnum() for ch in text)
-        if letters > row.limit:
-            raise ReviewError(f"The new text of line {line_id} has {letters} letters, more "
+        count = letters(text)
+        if count > row.limit:
+            raise ReviewError(f"The new text of line {line_id} has {count} letters, more "
                               f"than the {row.limit} that can be spoken in its "
                               f"{row.end - row.start:.1f} s; shorten it.")
         return row, text
@@ -246,6 +249,11 @@ def line_limit(room_s: float, chars_per_second: float) -> int:
     its room spoken at the voice's top speed boost and then sped up by the mix's most, with
     a tenth to spare; any longer and the mix would have to cut words off."""
     return max(20, math.floor(max(0.0, room_s) * chars_per_second * 1.1))
+
+
+def letters(text: str) -> int:
+    """Letters and digits: what a voice takes time to say (as condense.predicted_s counts)."""
+    return sum(ch.isalnum() for ch in text)
 
 
 def _json(path: Path, default=None):
