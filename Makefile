@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 JOBS ?= 2
 
-.PHONY: all setup models demo test test-fast test-cluster lint bench verify clean
+.PHONY: all setup models demo test test-fast test-cluster lint bench verify review clean
 
 all: demo
 
@@ -60,6 +60,11 @@ verify: setup
 
 bench: setup
 	$(PY) bench/run.py
+	$(PY) bench/review_speed.py
+
+# Review a built video in the browser: make review NAME=episode01 [REVIEW_ARGS="--configfile my.yaml"]
+review: setup
+	$(PY) tools/review.py --name $(NAME) $(REVIEW_ARGS)
 
 clean:
 	rm -rf work out logs benchmarks .snakemake

@@ -39,7 +39,8 @@ def test_min_job_age_units():
 
 def test_jobs_larger_than_every_node_are_refused_with_the_fix():
     limits = {"cpu": (2, 12000), "": (2, 12000), "big": (64, 512000)}
-    jobs = [("diarize", "cpu", 4, 4000), ("diarize", "cpu", 4, 4000), ("transcribe", "big", 8, 8000), ("mix", "", 1, 20000)]
+    jobs = [("diarize", "cpu", 4, 4000), ("diarize", "cpu", 4, 4000),
+            ("transcribe", "big", 8, 8000), ("mix", "", 1, 20000)]
     problems = cluster.oversized_jobs(jobs, limits)
     assert problems == [
         "rule diarize asks for 4 CPUs but the largest node of partition cpu has 2; run with "

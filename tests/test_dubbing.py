@@ -224,7 +224,8 @@ def test_one_edited_line_is_translated_and_voiced_again_alone(dubbed):
 
     dry = snakemake(ws, "-n", f"out/{NAME}.mkv", f"out/{NAME}.report.html")
     assert job_counts(dry.stdout) == {"translate": 1, "subtitles": 1, "subtitles_ass": 1,
-                                      "synthesize": 1, "mix": 1, "mux": 1, "report": 1}
+                                      "synthesize": 1, "mix": 1, "mux": 1, "report_clips": 1,
+                                      "report": 1}
     run = snakemake(ws, f"out/{NAME}.mkv", f"out/{NAME}.report.html")
     assert run.returncode == 0, run.stderr[-3000:]
 

@@ -87,6 +87,7 @@ PROVIDED = {
 # Modules one env need not list: imported only on an optional path, with the reason.
 OPTIONAL_IN_ENV = {
     ("envs/tts.yaml", "torch"): "only Coqui voices import it, and the [coqui] extra brings it",
+    ("envs/tts.yaml", "onnx"): "only make setup's install_model imports it",
 }
 
 
