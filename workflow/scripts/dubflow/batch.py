@@ -60,7 +60,7 @@ def video_status(name: str, out_dir: str | Path = "out", logs_dir: str | Path = 
         retried = any(record.stage == rule and record.status == "done" and record.started > when
                       for record in records)
         if not retried and job_id.split("_")[0] not in recorded_jobs:  # died before it started
-            kill = cluster.why_killed(job_id, slurm_logs)
+            kill = cluster.why_killed(job_id, slurm_logs, log)
             why = f"killed by SLURM: {kill.reason}" if kill.reason else "failed before the stage started"
             failures.append((when, f"the SLURM job of {rule} {why} (job {job_id}); its log "
                                    f"says more", str(log)))

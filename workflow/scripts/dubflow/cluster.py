@@ -79,9 +79,12 @@ def squeue_state(job_id: str) -> str:
     return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
 
 
-def why_killed(job_id: str, logs_dir: Path = SLURM_LOGS) -> Kill:
-    """Why SLURM ended this job: its log's slurmstepd line, else squeue's state."""
-    log = job_log(job_id, logs_dir)
+def why_killed(job_id: str, logs_dir: Path = SLURM_LOGS, log: Path | None = None) -> Kill:
+    """Why SLURM ended this job: its log's slurmstepd line, else squeue's state.
+
+    ``log`` when the caller already found the job's log (no second search of logs_dir).
+    """
+    log = log or job_log(job_id, logs_dir)
     reason = detail = ""
     if log is not None:
         reason, detail = kill_from_log(log.read_text(encoding="utf-8", errors="replace"))
