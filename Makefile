@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 JOBS ?= 2
 
-.PHONY: all setup models demo test test-fast test-cluster lint bench verify review clean
+.PHONY: all setup models demo test test-fast test-cluster test-cluster-accounting lint bench verify review clean
 
 all: demo
 
@@ -53,6 +53,16 @@ test-cluster: setup
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
 	DUBFLOW_TEST_CLUSTER=1 $(PY) -m pytest tests/test_cluster.py -v -p no:cacheprovider \
 	  --basetemp /tmp/dubflow-cluster-test
+
+# The same README command on a cluster with an accounting database (MariaDB + slurmdbd,
+# Debian packages, started for the test and stopped after), with squeue and with sacct
+# polling (tests/test_cluster_accounting.py; about 4 minutes). Not in CI: see the test.
+test-cluster-accounting: setup
+	@command -v slurmdbd >/dev/null && command -v mariadbd >/dev/null && command -v slurmctld >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    slurm-wlm slurmdbd munge mariadb-server >/dev/null
+	DUBFLOW_TEST_CLUSTER_ACCOUNTING=1 $(PY) -m pytest tests/test_cluster_accounting.py -v \
+	  -p no:cacheprovider --basetemp /tmp/dubflow-cluster-accounting-test
 
 # Versions of everything, and each configured model run on a second of speech.
 verify: setup

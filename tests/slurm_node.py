@@ -12,6 +12,10 @@ default, /etc/slurm/slurm.conf (any file there is kept aside and put back on sto
 `SLURM_CONF` variable is not enough, because Snakemake's jobstep plugin removes every
 SLURM_* variable but the job's identity before its nested `srun`, which then finds no
 configuration. Only the daemons this module started are stopped.
+
+With ``accounting=True`` the cluster also has an accounting database, as most production
+clusters do: MariaDB (its own data folder and port, started by hand) behind slurmdbd, so
+``sacct`` answers. Debian's mariadb-server and slurmdbd packages provide both.
 """
 
 from __future__ import annotations
@@ -27,12 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
+SLURMDBD_CONF = SLURM_CONF.with_name("slurmdbd.conf")
+MARIADB_PORT = 16306
+SLURMDBD_PORT = 16819
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 
 
-def missing_tools() -> list[str]:
+def missing_tools(accounting: bool = False) -> list[str]:
     """The binaries a single-node cluster needs that this machine lacks."""
     needed = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
+    if accounting:
+        needed += ("slurmdbd", "sacct", "sacctmgr", "mariadbd", "mariadb-install-db", "mariadb")
     return [tool for tool in needed if shutil.which(tool) is None]
 
 
@@ -45,8 +54,11 @@ def node_hardware() -> tuple[str, int, int]:
     return socket.gethostname().split(".")[0], cpus, memory
 
 
-def slurm_conf(folder: Path, host: str, cpus: int, memory_mb: int, min_job_age: int) -> str:
+def slurm_conf(folder: Path, host: str, cpus: int, memory_mb: int, min_job_age: int,
+               accounting: bool = False) -> str:
     # config_overrides: the node may be declared with more CPUs than the machine has
+    storage = (f"accounting_storage/slurmdbd\nAccountingStorageHost=localhost\n"
+               f"AccountingStoragePort={SLURMDBD_PORT}" if accounting else "accounting_storage/none")
     return f"""\
 ClusterName=dubflowtest
 SlurmdParameters=config_overrides
@@ -65,7 +77,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-AccountingStorageType=accounting_storage/none
+AccountingStorageType={storage}
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
 JobAcctGatherParams=OverMemoryKill
@@ -98,20 +110,36 @@ class SlurmNode:
 
     def stop(self) -> None:
         """Stop the daemons this node started (newest first), and nothing else."""
-        for pid_file in ("slurmd.pid", "slurmctld.pid"):
+        for pid_file in ("slurmd.pid", "slurmctld.pid", "slurmdbd.pid", "mariadb.pid"):
             _terminate(_read_pid(self.folder / pid_file))
         for started in reversed(self.started):
             _terminate(started if isinstance(started, int) else started.pid)
         self.started.clear()
-        kept = self.folder / "slurm.conf.kept"
-        if kept.is_file():
-            shutil.move(kept, SLURM_CONF)
-        elif SLURM_CONF.is_file() and SLURM_CONF.read_text() == (self.folder / "slurm.conf").read_text():
-            SLURM_CONF.unlink()
+        for conf in (SLURM_CONF, SLURMDBD_CONF):
+            _put_back(conf, self.folder)
+
+
+def _put_aside(conf: Path, folder: Path, text: str) -> None:
+    """Write ``text`` to ``conf``, keeping any file already there in ``folder``."""
+    (folder / conf.name).write_text(text, encoding="utf-8")
+    if conf.is_file():
+        shutil.move(conf, folder / f"{conf.name}.kept")
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(text, encoding="utf-8")
+    conf.chmod(0o600 if conf == SLURMDBD_CONF else 0o644)  # slurmdbd refuses a readable one
+
+
+def _put_back(conf: Path, folder: Path) -> None:
+    kept = folder / f"{conf.name}.kept"
+    if kept.is_file():
+        shutil.move(kept, conf)
+    elif conf.is_file() and (folder / conf.name).is_file() and \
+            conf.read_text() == (folder / conf.name).read_text():
+        conf.unlink()
 
 
 def start(folder: Path, min_job_age: int = 300, memory_mb: int | None = None,
-          cpus: int | None = None) -> SlurmNode:
+          cpus: int | None = None, accounting: bool = False) -> SlurmNode:
     """Start munge (if not already running), slurmctld and slurmd; wait for the node to be idle.
 
     ``cpus`` above the machine's lets two 2-thread jobs share a 2-core machine: dubflow's
@@ -125,15 +153,13 @@ def start(folder: Path, min_job_age: int = 300, memory_mb: int | None = None,
     cpus = cpus or detected_cpus
     # Leave the rest of the machine's memory to the test process itself.
     node = SlurmNode(folder, host, cpus, memory_mb or detected_mb // 2)
-    text = slurm_conf(folder, host, cpus, node.memory_mb, min_job_age)
-    (folder / "slurm.conf").write_text(text, encoding="utf-8")
-    if SLURM_CONF.is_file():
-        shutil.move(SLURM_CONF, folder / "slurm.conf.kept")
-    SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
-    SLURM_CONF.write_text(text, encoding="utf-8")
+    _put_aside(SLURM_CONF, folder,
+               slurm_conf(folder, host, cpus, node.memory_mb, min_job_age, accounting))
     try:
         if not _munge_answers():
             node.started.append(_start_munge())
+        if accounting:
+            _start_accounting(node)
         for daemon in ("slurmctld", "slurmd"):
             subprocess.run([daemon, "-f", str(SLURM_CONF)], env=node.env,
                            check=True, timeout=30, capture_output=True)
@@ -142,6 +168,56 @@ def start(folder: Path, min_job_age: int = 300, memory_mb: int | None = None,
         node.stop()
         raise
     return node
+
+
+def _start_accounting(node: SlurmNode) -> None:
+    """MariaDB in the node's folder, a database user for slurmdbd, slurmdbd, the cluster."""
+    data = node.folder / "mariadb"
+    socket_path = node.folder / "mariadb.sock"
+    if not data.is_dir():
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+                        "--auth-root-authentication-method=socket"],
+                       check=True, timeout=120, capture_output=True)
+    subprocess.Popen(["mariadbd", "--no-defaults", f"--datadir={data}", "--user=root",
+                      f"--socket={socket_path}", f"--port={MARIADB_PORT}",
+                      "--bind-address=127.0.0.1", f"--pid-file={node.folder}/mariadb.pid",
+                      f"--log-error={node.folder}/mariadb.log"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    sql = ("CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'dubflow-test';"
+           "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';")
+    _retry(lambda: subprocess.run(["mariadb", f"--socket={socket_path}", "-u", "root", "-e", sql],
+                                  check=True, timeout=10, capture_output=True), "MariaDB")
+    _put_aside(SLURMDBD_CONF, node.folder, f"""\
+DbdHost=localhost
+DbdPort={SLURMDBD_PORT}
+SlurmUser=root
+AuthType=auth/munge
+PidFile={node.folder}/slurmdbd.pid
+LogFile={node.folder}/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={MARIADB_PORT}
+StorageUser=slurm
+StoragePass=dubflow-test
+StorageLoc=slurm_acct_db
+""")
+    subprocess.run(["slurmdbd"], env=node.env, check=True, timeout=30, capture_output=True)
+    # slurmctld registers with slurmdbd only as a cluster the database already knows
+    _retry(lambda: node.run("sacctmgr", "-i", "show", "cluster"), "slurmdbd")
+    node.run("sacctmgr", "-i", "add", "cluster", "dubflowtest", check=False)
+
+
+def _retry(call, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            call()
+            return
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not answer within {timeout_s:.0f} s: "
+                                   f"{getattr(error, 'stderr', '')}") from error
+            time.sleep(0.5)
 
 
 def _munge_answers() -> bool:
