@@ -514,7 +514,8 @@ def test_a_line_too_long_for_its_room_is_spoken_again_faster(tmp_path):
 
 @pytest.mark.model
 def test_a_kokoro_line_predicted_too_long_is_spoken_faster_at_once(tmp_path, caplog):
-    """The prediction (letters / chars_per_second) saves the second synthesis."""
+    """Kokoro's own duration prediction picks the speed that fits: one synthesis per line,
+    and the line lands within a few hundredths of a second of its room."""
     long_text = "Bom dia a todos, obrigado por terem vindo tão cedo hoje de manhã."
     path = tmp_path / "translation.json"
     lines = [{"id": "0001", "speaker": "SPEAKER_00", "start": 1.0, "end": 2.5,
@@ -524,9 +525,33 @@ def test_a_kokoro_line_predicted_too_long_is_spoken_faster_at_once(tmp_path, cap
     path.write_text(json.dumps({"target_language": "pt", "lines": lines}))
     tts = tts_config(tmp_path, backend="auto", max_speed_boost=1.3)
     with caplog.at_level(logging.INFO, logger="synthesize"):
-        entries = synthesize.run(path, tmp_path / "tts", "pt", tts, chars_per_second=11)
+        entries = synthesize.run(path, tmp_path / "tts", "pt", tts)
     assert entries[0]["engine_speed"] == pytest.approx(1.3) and "engine_speed" not in entries[1]
     assert "2 synthesized" in caplog.text and "0 of them synthesized a second time" in caplog.text
+
+
+@pytest.mark.model
+def test_a_kokoro_line_a_little_too_long_is_sped_up_just_enough(tmp_path):
+    """Between its own pace and the cap, the speed asked for is the slowest that fits."""
+    from dubflow import kokoro_voice as kv
+
+    text = "Vamos rever os números do trimestre antes da reunião com o cliente."
+    tts = voices.settings(tts_config(tmp_path, backend="auto", max_speed_boost=1.3))
+    engines = synthesize.Engines(tts, "pt", 1)
+    voice = voices.resolve("kokoro:jf_nezumi", tts, "pt", "tts.voices.pt.default")
+    pace = voice.spec.number("speed", 1.0)  # the voice's calibrated pace is speed 1.0
+    timing = kv.timing(str(voice.model_path))
+    natural = timing.seconds(text, "jf_nezumi", "pt", pace)
+    room = natural / 1.15
+    speed = synthesize.predicted_speed(text, room, voice, tts, engines)
+    # Kokoro rounds each phoneme to whole 25 ms frames, so its length falls in steps:
+    # asking for 1.15 gives less than 1/1.15 of the length, and the answer is a bit faster
+    assert 1.15 <= speed < 1.3
+    assert timing.seconds(text, "jf_nezumi", "pt", speed * pace) <= room
+    assert timing.seconds(text, "jf_nezumi", "pt", (speed - 0.01) * pace) > room
+    made, rate = engines.synthesize(voice, text, speed, None, 1)
+    assert abs(len(synthesize.finish_audio(made, rate)) / rate - room) < 0.25
+    assert synthesize.predicted_speed(text, natural + 0.1, voice, tts, engines) == 1.0
 
 
 def test_kokoro_cache_key_names_the_served_graph(tmp_path):

@@ -18,8 +18,5 @@ rule synthesize:
         runtime=120,
     params:
         tts=lambda wc: settings_for(wc.name)["tts"],
-        chars_per_second=lambda wc: settings_for(wc.name)["translation"]["condense"][
-            "chars_per_second"
-        ],
     script:
         "../scripts/synthesize.py"

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -50,9 +49,6 @@ TRIM_KEEP_S = 0.03  # ...keeping this much around the speech, so onsets are not 
 MIN_REFERENCE_S = 3.0  # Coqui cloning needs at least this much of the speaker's voice
 MAX_REFERENCE_S = 15.0
 VOICE_F0_PROBE_S = 20.0  # seconds of a voice's lines its pitch is measured on
-# Kokoro shortens a line less than it is asked to (speed 1.3 gave 0.84 of the length, not
-# 0.77): asking for (too long)^1.5 lands near the room.
-KOKORO_SPEED_EXPONENT = 1.5
 log = logging.getLogger(__name__)
 
 __all__ = ["STAGE", "check_voices", "run"]
@@ -227,6 +223,13 @@ class Engines:
                 else:
                     self._loaded[key] = self._coqui()
             return self._loaded[key]
+
+    def timing(self, voice: voices.Voice):
+        """Kokoro's duration predictor (kokoro_voice.KokoroTiming): loaded without the
+        decoder, so a re-run whose lines are all cached never loads the full model."""
+        from dubflow.kokoro_voice import timing
+
+        return timing(str(voice.model_path))
 
     def coqui(self) -> tb.CoquiBackend:
         with self._load_lock:
@@ -457,19 +460,25 @@ def line_rooms(lines: list[Line]) -> dict[str, float]:
 
 
 def predicted_speed(text: str, room: float, voice: voices.Voice, tts: dict,
-                    chars_per_second: float | None) -> float:
-    """The speed to ask a Kokoro voice for at once: its own pace, or faster (up to
-    tts.max_speed_boost, in steps of 0.05 so near-equal lines share cache entries) when
-    the text's predicted length exceeds the room. Other engines are cheap to run twice."""
+                    engines: Engines) -> float:
+    """The speed to ask a Kokoro voice for at once: its own pace, or the slowest faster
+    one (up to tts.max_speed_boost) at which Kokoro's duration predictor says the line
+    fits its room. Other engines are cheap to run twice (speak_faster_where_needed)."""
     speed = tts["speed"]
-    if voice.backend != "kokoro" or not chars_per_second or room <= 0:
-        return speed
-    predicted = condense.predicted_s(text, chars_per_second)
-    if predicted <= room:
-        return speed
     boost = float(tts.get("max_speed_boost") or 1.0)
-    factor = min((predicted / room) ** KOKORO_SPEED_EXPONENT, boost)
-    return round(speed * math.floor(factor * 20) / 20, 3)
+    if voice.backend != "kokoro" or room <= 0 or boost <= 1.0:
+        return speed
+    from dubflow.kokoro_voice import SPEED_LIMITS
+
+    # the engine's speed is the line's times the voice's pace, over its pitch shift
+    # (shift_voice speaks `shift` times slower, then resamples `shift` times shorter)
+    pace, shift = voice.spec.number("speed", 1.0), voice.spec.number("shift", 1.0)
+    to_engine = pace / shift
+    fastest = min(speed * boost, SPEED_LIMITS[1] / to_engine)
+    engine = engines.timing(voice).fitting_speed(text, voice.spec.name, engines.language,
+                                                 room * shift, speed * to_engine,
+                                                 fastest * to_engine)
+    return round(engine / to_engine, 4)
 
 
 def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dict[str, float],
@@ -477,7 +486,11 @@ def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dic
                               references: dict) -> list[Job]:
     """Lines too long for their room are spoken again by the engine at up to
     ``tts.max_speed_boost`` times the pace: a voice asked to speak faster sounds better
-    than the same audio time-stretched afterwards (the mix stage's last resort)."""
+    than the same audio time-stretched afterwards (the mix stage's last resort).
+
+    Not Kokoro lines: their speed was chosen from the model's own duration prediction
+    (predicted_speed), and what is left over (a few hundredths of a second) is the mix
+    stage's to stretch, not worth saying the line again."""
     boost = float(tts.get("max_speed_boost") or 1.0)
     if boost <= 1.0:
         return []
@@ -491,11 +504,12 @@ def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dic
         if natural <= room + 0.01:
             continue
         line, voice = by_id[entry["id"]], chosen[entry["speaker"]]
+        if voice.backend == "kokoro":
+            continue
         current = entry.get("engine_speed") or tts["speed"]
         if current >= tts["speed"] * boost - 1e-9:
             continue  # already as fast as the voice may go
-        exponent = KOKORO_SPEED_EXPONENT if voice.backend == "kokoro" else 1.0
-        factor = (natural / room) ** exponent if room > 0 else boost
+        factor = natural / room if room > 0 else boost
         line_speed = round(min(current * factor, tts["speed"] * boost), 3)
         reference, ref_hash = references.get(line.speaker, (None, None))
         key = cache_key(line.text, voice, line_speed, language, ref_hash)
@@ -508,13 +522,12 @@ def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dic
 
 
 def run(translation_path: str | Path, output_dir: str | Path, language: str, tts: dict,
-        audio_path: str | Path | None = None, threads: int = 1,
-        chars_per_second: float | None = None) -> list[dict]:
+        audio_path: str | Path | None = None, threads: int = 1) -> list[dict]:
     """Synthesize every line of translation.json into ``output_dir``; return lines.json.
 
-    ``chars_per_second`` (translation.condense.chars_per_second): a Kokoro line predicted
-    too long for its room is spoken faster at once, instead of once at its own pace and
-    again faster (on a 10-minute video 154 of 193 lines needed it: half the stage's time).
+    A Kokoro line too long for its room is spoken at once at the speed that fits
+    (predicted_speed), instead of once at its own pace and again faster: on a 10-minute
+    video 154 of 193 lines need it, and saying them twice was 40 % of the stage's time.
     """
     tts = voices.settings(tts)
     data, lines = read_translation(translation_path)
@@ -541,8 +554,7 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
                      "sample_rate": None, "cache_key": None, "cached": False}
             if line.text:
                 reference, ref_hash = references.get(line.speaker, (None, None))
-                line_speed = predicted_speed(line.text, rooms[line.id], voice, tts,
-                                             chars_per_second)
+                line_speed = predicted_speed(line.text, rooms[line.id], voice, tts, engines)
                 key = cache_key(line.text, voice, line_speed, language, ref_hash)
                 path = cache_path(cache_dir, key)
                 # A repeated line ("Yes.") is made once and counts as cached after that.
@@ -586,5 +598,4 @@ if "snakemake" in globals():
         tts=sm.params.tts,
         audio_path=sm.input.audio,
         threads=sm.threads,
-        chars_per_second=sm.params.chars_per_second,
     )

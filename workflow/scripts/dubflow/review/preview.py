@@ -123,30 +123,20 @@ class Previewer:
         voice = voices.resolve(spec, tts, lang, f"tts.voices.{lang}.{row.speaker}")
         engines = self.engines(lang, tts)
         room = synthesize.line_rooms(lines)[line_id]
-        cps = cfg["translation"]["condense"]["chars_per_second"]
-        speed = synthesize.predicted_speed(text, room, voice, tts, cps)
+        speed = synthesize.predicted_speed(text, room, voice, tts, engines)
         audio, rate = self._speak(engines, voice, text, speed, lang, tts)
         natural = len(audio) / rate
         boost = float(tts.get("max_speed_boost") or 1.0)
-        faster = None
-        if natural > room + 0.01 and boost > 1.0 and speed < tts["speed"] * boost - 1e-9:
-            exponent = synthesize.KOKORO_SPEED_EXPONENT if voice.backend == "kokoro" else 1.0
-            factor = (natural / room) ** exponent if room > 0 else boost
-            faster = round(min(speed * factor, tts["speed"] * boost), 3)
-            max_speedup = float(cfg["mix"].get("max_speedup") or 1.0)
-            if voice.backend != "kokoro" or natural / max(room, 1e-3) > max_speedup:
-                # cheap engines, and lines the mix would have to cut: as the stage does
-                speed, faster = faster, None
-                audio, rate = self._speak(engines, voice, text, speed, lang, tts)
-            # else a Kokoro line the mix can still fit by stretching: the stage speaks it
-            # again faster, which doubles the wait here (5 s a pass for a 4 s line on two
-            # busy cores), so the preview stretches it instead and says so
+        if voice.backend != "kokoro" and natural > room + 0.01 and boost > 1.0 \
+                and speed < tts["speed"] * boost - 1e-9:
+            # cheap engines are asked again, faster, as the stage does; a Kokoro line was
+            # already asked for the speed its predicted length fits at
+            speed = round(min(speed * natural / max(room, 1e-3), tts["speed"] * boost), 3)
+            audio, rate = self._speak(engines, voice, text, speed, lang, tts)
         new_wav = scratch / f"{line_id}.wav"
         sf.write(str(new_wav), audio, rate, subtype="PCM_16")
         audio_bytes, info = self._in_place(lang, line_id, new_wav, len(audio) / rate, cfg,
                                            scratch, speed)
-        if faster is not None:
-            info["rebuild_engine_speed"] = faster
         return audio_bytes, info
 
     def _speak(self, engines, voice, text: str, speed: float, lang: str, tts: dict):

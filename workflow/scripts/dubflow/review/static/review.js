@@ -139,9 +139,7 @@ for (const row of rows) {
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
       window.reviewState.previews[id] = { blob: blob, seconds: seconds, info: info };
       const fitted = (info.flags || []).length ? " (" + info.flags.join(", ") + ")" : "";
-      const later = info.rebuild_engine_speed ? "; the rebuild has the voice speak it ×" +
-        info.rebuild_engine_speed + " instead of stretching it" : "";
-      say("Preview of line " + id + " ready in " + seconds + " s" + fitted + later + ".");
+      say("Preview of line " + id + " ready in " + seconds + " s" + fitted + ".");
       play(URL.createObjectURL(blob), "preview:" + id);
     } catch (error) {
       say(error.message, true);
