@@ -152,20 +152,10 @@ def test_every_key_read_is_defined_by_the_schema():
     assert unknown == [], "config keys the schema does not define:\n" + "\n".join(unknown)
 
 
-# Reads with a default of their own in files other engineers are changing now; each is
-# a copy of a schema default to delete (the list may only shrink).
-KNOWN_DEFAULTS = {
-    ("workflow/rules/common.smk", ("subtitles", "formats")),
-    ("tools/verify.py", ("mix", "separation")),
-    ("workflow/scripts/synthesize.py", ("tts", "max_speed_boost")),
-    ("workflow/scripts/dubflow/speaker_db.py", ("diarization", "speaker_db")),
-}
-
-
 def test_no_code_repeats_a_default():
     repeated = [f"{file}:{line} reads {'.'.join(keys)} with a default of its own"
                 for file, line, keys, default in all_reads()
-                if default and (file, keys) not in KNOWN_DEFAULTS]
+                if default]
     assert repeated == [], ("the schema holds every default; index the validated "
                             "section instead:\n" + "\n".join(repeated))
 

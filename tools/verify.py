@@ -135,7 +135,7 @@ def check_diarization(config: dict, wav: Path) -> str:
 
 
 def check_separation(config: dict, wav: Path, folder: Path) -> str:
-    method = config["mix"].get("separation", "none")
+    method = config["mix"]["separation"]
     if method == "none":
         return "off (mix.separation: none)"
     import separate

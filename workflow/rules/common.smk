@@ -90,7 +90,7 @@ def mux_inputs(wildcards):
     source = source_language(name)
     targets = settings_for(name)["target_languages"]
     languages = [source] + [lang for lang in targets if lang != source]
-    extra = "ass" in settings_for(name)["subtitles"].get("formats", [])
+    extra = "ass" in settings_for(name)["subtitles"]["formats"]
     return {
         "dubs": [f"work/{name}/{lang}/dub.mka" for lang in targets],
         "subtitles": [f"out/{name}.{lang}.srt" for lang in languages],

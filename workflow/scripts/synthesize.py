@@ -465,7 +465,7 @@ def predicted_speed(text: str, room: float, voice: voices.Voice, tts: dict,
     one (up to tts.max_speed_boost) at which Kokoro's duration predictor says the line
     fits its room. Other engines are cheap to run twice (speak_faster_where_needed)."""
     speed = tts["speed"]
-    boost = float(tts.get("max_speed_boost") or 1.0)
+    boost = float(tts["max_speed_boost"])
     if voice.backend != "kokoro" or room <= 0 or boost <= 1.0:
         return speed
     from dubflow.kokoro_voice import SPEED_LIMITS
@@ -491,7 +491,7 @@ def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dic
     Not Kokoro lines: their speed was chosen from the model's own duration prediction
     (predicted_speed), and what is left over (a few hundredths of a second) is the mix
     stage's to stretch, not worth saying the line again."""
-    boost = float(tts.get("max_speed_boost") or 1.0)
+    boost = float(tts["max_speed_boost"])
     if boost <= 1.0:
         return []
     by_id = {line.id: line for line in lines}

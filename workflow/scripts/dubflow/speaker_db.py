@@ -25,7 +25,6 @@ import numpy as np
 from dubflow.atomic import write_json
 from dubflow.errors import InputError
 
-DEFAULT_FOLDER = "speakers"
 log = logging.getLogger(__name__)
 
 
@@ -53,11 +52,11 @@ class SpeakerDB:
 
 def speaker_db_path(settings: dict[str, Any]) -> Path | None:
     """``{speaker_db}/{series}.json``, or None when no series is configured."""
-    series = settings.get("series")
+    series = settings["series"]
     if not series:
         return None
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(series)).strip("._") or "series"
-    return Path(settings.get("speaker_db") or DEFAULT_FOLDER) / f"{safe}.json"
+    return Path(settings["speaker_db"]) / f"{safe}.json"
 
 
 def load_speaker_db(path: str | Path, series: str) -> SpeakerDB:

@@ -126,7 +126,7 @@ class Previewer:
         speed = synthesize.predicted_speed(text, room, voice, tts, engines)
         audio, rate = self._speak(engines, voice, text, speed, lang, tts)
         natural = len(audio) / rate
-        boost = float(tts.get("max_speed_boost") or 1.0)
+        boost = float(tts["max_speed_boost"])
         if voice.backend != "kokoro" and natural > room + 0.01 and boost > 1.0 \
                 and speed < tts["speed"] * boost - 1e-9:
             # cheap engines are asked again, faster, as the stage does; a Kokoro line was

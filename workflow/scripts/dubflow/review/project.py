@@ -168,7 +168,7 @@ class Video:
         rooms = condense.rooms([condense.Span(str(x["id"]), float(x["start"]), float(x["end"]))
                                 for x in lines])
         per_second = (cfg["translation"]["condense"]["chars_per_second"]
-                      * float(cfg["tts"].get("max_speed_boost") or 1.0)
+                      * float(cfg["tts"]["max_speed_boost"])
                       * float(cfg["mix"].get("max_speedup") or 1.0))
         rows = []
         for line in lines:
