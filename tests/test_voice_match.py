@@ -83,3 +83,15 @@ def test_a_missing_kokoro_model_stops_the_run_with_one_sentence(tmp_path):
     tts = {"backend": "auto", "kokoro_model": str(tmp_path / "nowhere")}
     with pytest.raises(ModelError, match=r"Kokoro model file .*nowhere.*`make setup`"):
         voices.check_voices("pt", tts)
+
+
+def test_a_long_speaking_part_is_measured_on_lines_spread_over_the_whole_video():
+    """Past MAX_PITCH_S the median comes from lines across the video, not its start:
+    30 s at 100 Hz then 90 s at 200 Hz is mostly a 200 Hz voice."""
+    from dubflow import voice_match
+
+    rate = 16000
+    audio = np.concatenate([tone(100.0, 30.0), tone(200.0, 90.0)])
+    spans = [("A", t, t + 2.0) for t in np.arange(0.0, 120.0, 2.0)][::-1]  # any order
+    assert 4 * voice_match.MAX_PITCH_S <= 120.0
+    assert speaker_pitches(audio, rate, spans)["A"] == pytest.approx(200.0, rel=0.03)
