@@ -433,3 +433,34 @@ def test_the_timing_table_shows_every_declared_stage(qa_built):
     stages = re.findall(r"<tr><td>([\w.]+)</td>", timings)
     assert stages == ["extract", "diarize", "transcribe", "translate.pt", "subtitles.en",
                       "subtitles.pt", "synthesize.pt", "mix.pt", "mux", "report_clips"]
+
+
+def test_only_clips_whose_audio_changed_are_encoded_again(tmp_path):
+    """The clip cache: a second cut of the same audio encodes nothing and gives the same
+    files; after one stretch of the audio changes, only its clip is encoded again."""
+    from dubflow import qa_clips
+
+    rate = 48000
+    t = np.arange(12 * rate) / rate
+    pitch = 220 + 40 * np.floor(t / 2)  # every clip its own tone (equal audio shares a key)
+    audio = (0.2 * np.sin(2 * np.pi * pitch * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)).astype(
+        np.float32)
+    wav = tmp_path / "dub.wav"
+    sf.write(str(wav), audio, rate, subtype="PCM_16")
+    clips = [qa_clips.Clip(f"pt-{i + 1:05d}.webm", 2.0 * i, 2.0 * i + 1.5) for i in range(5)]
+    cache = tmp_path / "cache"
+    first, second, third = (tmp_path / name for name in ("first", "second", "third"))
+    for folder in (first, second, third):
+        folder.mkdir()
+    assert qa_clips.cut(wav, clips, first, "24k", cache=cache) == 5
+    assert qa_clips.cut(wav, clips, second, "24k", cache=cache) == 0
+    for clip in clips:
+        assert (first / clip.file).read_bytes() == (second / clip.file).read_bytes()
+    audio[int(4.2 * rate):int(4.8 * rate)] *= 0.5  # inside the third clip only
+    sf.write(str(wav), audio, rate, subtype="PCM_16")
+    assert qa_clips.cut(wav, clips, third, "24k", cache=cache) == 1
+    changed = [c.file for c in clips
+               if (third / c.file).read_bytes() != (first / c.file).read_bytes()]
+    assert changed == ["pt-00003.webm"]
+    assert_aligned(third / "pt-00003.webm", wav, 4.0, 5.5, tmp_path)
+    assert not list(third.glob(".*"))  # no scratch left behind

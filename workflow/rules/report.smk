@@ -25,6 +25,7 @@ rule report_clips:
         runtime=30,
     params:
         ffmpeg=config["ffmpeg"],
+        cache=lambda wc: settings_for(wc.name)["report"]["clips_cache_dir"],
     script:
         "../scripts/report_clips.py"
 

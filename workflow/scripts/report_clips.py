@@ -18,16 +18,19 @@ log = logging.getLogger(__name__)
 
 
 def build(translations: list, fits: list, source_audio: str | Path, dubs: list,
-          output_dir: str | Path, ffmpeg: dict | None = None) -> None:
+          output_dir: str | Path, ffmpeg: dict | None = None,
+          cache: str | Path | None = None) -> None:
     """Cut out/{name}.report/: one source clip per line span, one dub clip per voiced line."""
     started = time.perf_counter()
     languages = load_languages(translations, fits, [])
-    manifest = write_clips(languages, source_audio, {language_of(p): Path(p) for p in dubs},
-                           output_dir, ffmpeg)
+    manifest, encoded = write_clips(languages, source_audio,
+                                    {language_of(p): Path(p) for p in dubs}, output_dir,
+                                    ffmpeg, cache)
     files = [p for p in Path(output_dir).iterdir() if p.suffix == ".webm"]
-    log.info("%s: %d clips for %d lines, %.0f kB, %.1f s", output_dir, len(files),
-             sum(len(lines) for lines in manifest.values()),
-             sum(p.stat().st_size for p in files) / 1024, time.perf_counter() - started)
+    log.info("%s: %d clips for %d lines (%d encoded, %d from the cache), %.0f kB, %.1f s",
+             output_dir, len(files), sum(len(lines) for lines in manifest.values()), encoded,
+             len(files) - encoded, sum(p.stat().st_size for p in files) / 1024,
+             time.perf_counter() - started)
 
 
 if "snakemake" in globals():
@@ -44,4 +47,5 @@ if "snakemake" in globals():
         dubs=list(sm.input.dubs),
         output_dir=sm.output.clips,
         ffmpeg=sm.params.ffmpeg,
+        cache=sm.params.cache,
     )

@@ -75,7 +75,7 @@ MUXERS: dict[str, Need] = {
     "webm": _need(("review", "report_clips")),
     # the QA page's per-line clips: one encode cut into files (dubflow/qa_clips.py)
     "segment": _need(("report_clips",), segment_format=None, segment_times=None,
-                     segment_start_number=None, reset_timestamps=None),
+                     segment_time=None, reset_timestamps=None),
 }
 
 #: Filters a build may lack: the stage then uses the fallback (and logs it).
