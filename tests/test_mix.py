@@ -364,9 +364,19 @@ def true_peak_db(audio: np.ndarray) -> float:
 
 
 def loudness(audio: np.ndarray, rate: int) -> float:
-    """BS.1770 integrated loudness; for 5.1 without the LFE (pyloudnorm takes L R C Ls Rs)."""
+    """BS.1770 integrated loudness; for 5.1 without the LFE (pyloudnorm takes L R C Ls Rs).
+    pyloudnorm stops at five channels, so 7.1 is measured by ffmpeg's ebur128 meter."""
     if audio.shape[1] == 6:
         audio = audio[:, [0, 1, 2, 4, 5]]
+    if audio.shape[1] == 8:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            wav = Path(scratch) / "seven.wav"
+            sf.write(str(wav), audio, rate, subtype="FLOAT")
+            run = run_ffmpeg(["-i", file_arg(wav), "-af", "ebur128=peak=true", "-f", "null", "-"],
+                             stage="test", path=wav)
+        return mix.ebur128_summary(run.stderr)["i"]
     return pyloudnorm.Meter(rate).integrated_loudness(audio)
 
 
@@ -603,12 +613,14 @@ def test_lines_at_another_rate_than_most_land_at_their_time(tmp_path):
     assert rate == 48000 and len(audio) == pytest.approx(7.0 * rate, abs=rate * 0.01)
 
 
-def test_surround_source_and_surround_dub(tmp_path):
-    """A 5.1 source at 44.1 kHz: downmixed to a stereo dub, or kept 5.1 with the voice centred."""
-    source = make_source(tmp_path / "source.wav", 8.0, layout="5.1", rate=44100, bed="noise",
+@pytest.mark.parametrize("layout, channels_out", [("5.1", (2, 6)), ("7.1", (8,))])
+def test_surround_source_and_surround_dub(tmp_path, layout, channels_out):
+    """A 5.1 source at 44.1 kHz: downmixed to a stereo dub, or kept 5.1 with the voice
+    centred; a 7.1 source kept 7.1, the voice centred too."""
+    source = make_source(tmp_path / "source.wav", 8.0, layout=layout, rate=44100, bed="noise",
                          level=0.3)
     tts = write_tts(tmp_path / "tts", [(1.0, 3.0, tone(1.5), 16000), (5.0, 6.0, tone(1.2), 22050)])
-    for channels in (2, 6):
+    for channels in channels_out:
         out = tmp_path / f"out{channels}"
         report, audio, rate = run_stage(out, source, tts, channels=channels)
         assert audio.shape[1] == channels and rate == 48000
@@ -731,5 +743,6 @@ def test_loudness_presets_are_met_on_the_track_as_written(speech_mix, tmp_path, 
 def test_channels_auto_follows_the_source_layout():
     assert mix.settings({}, source_channels=6).channels == 6
     assert mix.settings({}, source_channels=1).channels == 1
-    assert mix.settings({}, source_channels=8).channels == 2  # 7.1: stereo, for now
+    assert mix.settings({}, source_channels=8).channels == 8
+    assert mix.settings({}, source_channels=4).channels == 2  # quad: stereo
     assert mix.settings({"channels": 2}, source_channels=6).channels == 2

@@ -86,9 +86,9 @@ DUCK_RELEASE_S = 0.30
 RESTORE_PAD_S = 0.15
 RESTORE_GUARD_S = 0.35
 RESTORE_FADE_S = 0.05
-#: Dub layouts: ffmpeg's name and how the mono voice is placed (centre for 5.1).
-LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
-VOICE_PAN = {1: "mono|c0=c0", 2: "stereo|c0=c0|c1=c0", 6: "5.1|FC=c0"}
+#: Dub layouts: ffmpeg's name and how the mono voice is placed (centre for 5.1 and 7.1).
+LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
+VOICE_PAN = {1: "mono|c0=c0", 2: "stereo|c0=c0|c1=c0", 6: "5.1|FC=c0", 8: "7.1|FC=c0"}
 #: Peaks are held this far under ``true_peak_db``: a limiter working at 192 kHz moves
 #: them by a few hundredths of a dB when the dub is resampled to its own rate.
 TP_MARGIN_DB = 0.2
@@ -141,7 +141,7 @@ def settings(mix: dict | None, source_channels: int | None = None) -> MixSetting
     """The ``mix:`` section (defaults and ranges from the schema) as numbers.
 
     ``channels: auto`` gives the dub the source's layout (``source_channels``): mono,
-    stereo or 5.1; any other layout (or an unknown one) gets stereo."""
+    stereo, 5.1 or 7.1; any other layout (or an unknown one) gets stereo."""
     mix = config_schema.section("mix", mix)
     preset_lufs, preset_tp = LOUDNESS_PRESETS[mix["loudness"]]
     channels = mix["channels"]
