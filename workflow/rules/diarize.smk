@@ -8,6 +8,8 @@ rule diarize:
         "logs/{name}/diarize.log",
     benchmark:
         "benchmarks/{name}/diarize.tsv"
+    # first when it competes with separate: transcribe waits for it, separate does not
+    priority: 1
     conda:
         "../envs/speech.yaml"
     threads: 2

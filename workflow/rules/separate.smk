@@ -11,7 +11,9 @@ rule separate:
         "benchmarks/{name}/separate.tsv"
     conda:
         "../envs/speech.yaml"
-    threads: 2
+    # one thread, beside transcribe: on 2 cores the two together took 50 s of a 10-minute
+    # video, against 99 s one after the other on two threads each (make bench)
+    threads: 1
     resources:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
