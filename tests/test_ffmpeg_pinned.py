@@ -122,6 +122,22 @@ def test_preflight_refuses_an_option_the_pinned_build_lacks():
     assert len(sentence.splitlines()) == 1
 
 
+def test_preflight_checks_every_muxers_own_options_in_ffmpegs_full_help(monkeypatch):
+    """metadata_header_padding is an option of every muxer, missing from `-h muxer=`: it
+    is found in `-h full`, and one the binary lacks is still refused."""
+    from dubflow import ffmpeg_needs
+
+    assert "metadata_header_padding" in ffmpeg_needs.MUXERS["matroska"].options
+    ffmpeg_safe.check_capabilities(None, with_need("muxer", "matroska",
+                                                   "metadata_header_padding", None))
+    monkeypatch.setattr(ffmpeg_needs, "FORMAT_OPTIONS",
+                        ffmpeg_needs.FORMAT_OPTIONS | {"no_such_generic_option"})
+    needs = with_need("muxer", "matroska", "no_such_generic_option", None)
+    with pytest.raises(FFmpegError, match="lacks the matroska muxer's option "
+                                          "no_such_generic_option"):
+        ffmpeg_safe.check_capabilities(None, needs)
+
+
 @pytest.mark.model
 def test_preflight_refuses_a_value_the_distribution_build_lacks():
     """ebur128's framelog=quiet, which broke the mix on Debian 12, is refused at preflight

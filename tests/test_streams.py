@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 
 from dubflow.errors import InputError
+from dubflow.languages import bcp47
 from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
 from dubflow.streams import choose_audio
 from test_workflow import make_workspace, snakemake
@@ -126,8 +127,14 @@ def test_the_dubbed_mkv_keeps_every_stream_of_the_source(tmp_path, speech_video)
     report = json.loads(subprocess.run([identify, "-J", str(mkv)], capture_output=True,
                                        text=True, check=True).stdout)
     tracks = report["tracks"]
+    assert report["errors"] == [] and report["warnings"] == [], report
     assert [t["type"] for t in tracks] == ["video", "audio", "audio", "audio", "audio",
                                            "subtitles", "subtitles", "subtitles", "subtitles"]
+    # both language elements on every track: ISO 639-2 and BCP-47 (dubflow.mkv_languages)
+    assert [(t["properties"]["language"], t["properties"].get("language_ietf"))
+            for t in tracks][1] == ("por", "pt")
+    assert all(t["properties"].get("language_ietf") == bcp47(t["properties"]["language"])
+               for t in tracks), tracks
     assert [t["properties"].get("forced_track", False) for t in tracks
             if t["type"] == "subtitles"] == [False, False, True, False]
     assert len(report["attachments"]) == 1 and report["attachments"][0]["file_name"] == FONT.name

@@ -10,7 +10,8 @@ tracks, the source's subtitle tracks, attachments. ``mux.keep`` drops kinds of s
 streams. The new tracks carry an ISO 639-2 language tag and a title, because that is what
 players show in their track menus and pick defaults by; the source's keep their own, and
 the dubbed dialogue track is tagged with the spoken language and titled "Original" when
-it had no title.
+it had no title. Every track then also gets the BCP-47 language element, which ffmpeg
+does not write (dubflow.mkv_languages, in the space ffmpeg is asked to leave for it).
 """
 
 import json
@@ -24,6 +25,7 @@ from dubflow.ffmpeg_needs import codec, muxer
 from dubflow.ffmpeg_safe import MediaInfo, StreamInfo, file_arg, probe, run_ffmpeg
 from dubflow.streams import choose_audio
 from dubflow.languages import iso639_2, language_name
+from dubflow.mkv_languages import PADDING, add_bcp47
 
 STAGE = "mux"
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ def mux_args(video: str | Path, info: MediaInfo, dialogue: StreamInfo, source_la
             f"-metadata:s:s:{i}", f"title={track.title}",
             f"-disposition:s:{i}", "0",
         ]
-    return args + [*muxer("matroska"), file_arg(output)]
+    return args + [*muxer("matroska", metadata_header_padding=PADDING), file_arg(output)]
 
 
 def mux(video: str | Path, transcript: str | Path, subtitle_files: list[str],
@@ -114,6 +116,7 @@ def mux(video: str | Path, transcript: str | Path, subtitle_files: list[str],
         run_ffmpeg(mux_args(video, info, audio, source_language, dubs, subtitles, tmp,
                             tuple(keep)),
                    stage=STAGE, path=video, config=ffmpeg, media_duration_s=info.duration_s)
+        add_bcp47(tmp, STAGE)  # ffmpeg writes only the ISO 639-2 language element
     log.info("muxed %s: video copied, %d dub track(s), original %s audio, %d subtitle "
              "track(s); kept from the source: %s", output, len(dubs), source_language,
              len(subtitles), ", ".join(keep) or "the dialogue only")

@@ -70,7 +70,8 @@ ENCODERS: dict[str, Need] = {
 
 MUXERS: dict[str, Need] = {
     "wav": _need(("extract", "mix"), rf64={"auto"}),
-    "matroska": _need(("mix", "mux")),
+    # free bytes before the first cluster, for mkv_languages' BCP-47 tags (mux)
+    "matroska": _need(("mix", "mux"), metadata_header_padding=None),
     "null": _need(("mix",)),
     "webm": _need(("review", "report_clips")),
     # the QA page's per-line clips: one encode cut into files (dubflow/qa_clips.py)
@@ -136,6 +137,11 @@ def _check_options(kind: str, name: str, need: Need, options: dict[str, object])
         if allowed is not None and _format(value) not in allowed:
             raise KeyError(f"value {value!r} of option {key!r} of ffmpeg {kind} {name!r} is "
                            f"not declared in ffmpeg_needs (declared: {sorted(allowed)})")
+
+
+#: Options of every muxer (ffmpeg's AVFormatContext options), which ``-h muxer=NAME`` does
+#: not list: preflight looks them up in ``-h full`` instead.
+FORMAT_OPTIONS = frozenset({"metadata_header_padding"})
 
 
 def all_needs() -> dict[str, dict[str, Need]]:

@@ -312,9 +312,18 @@ def missing_capabilities(path: str, needs: dict | None = None) -> list[str]:
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         helps = list(pool.map(lambda ask: parse_help(run_tool(path, ["-h", f"{ask[0]}={ask[1]}"])),
                               asks))
+    generic = {option for kind, _, need in asks if kind == "muxer" for option in need.options
+               if option in ffmpeg_needs.FORMAT_OPTIONS}
+    if generic:  # every muxer's options: the AVFormatContext block of `-h full`
+        full = run_tool(path, ["-h", "full"])
+        block = re.search(r"^AVFormatContext AVOptions:\n(.*?)^\S.*AVOptions:$", full,
+                          re.M | re.S)
+        generic = set((parse_help(block.group(1)) or {}) if block else {}) & generic
     missing = []
     for (kind, name, need), options in zip(asks, helps):
         stages = "/".join(need.stages)
+        if kind == "muxer" and options is not None:
+            options = {**dict.fromkeys(generic, set()), **options}
         if options is None:
             if kind == "filter" and name in ffmpeg_needs.OPTIONAL_FILTERS:
                 continue

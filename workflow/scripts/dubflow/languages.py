@@ -34,3 +34,12 @@ def language_name(code: str) -> str:
     """English name for track titles ('pt' -> 'Portuguese'); the code itself if unknown."""
     language = _lookup(code)
     return language.name if language is not None else code
+
+
+def bcp47(code: str) -> str:
+    """BCP-47 primary language subtag for a track: the two-letter code where one exists
+    (``por``/``pt`` -> ``pt``, ``ger`` -> ``de``), else the ISO 639-3 code; 'und' if unknown."""
+    language = _lookup(code)
+    if language is None:
+        return UNDETERMINED
+    return getattr(language, "alpha_2", None) or language.alpha_3
