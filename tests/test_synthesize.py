@@ -552,6 +552,9 @@ def test_a_kokoro_line_a_little_too_long_is_sped_up_just_enough(tmp_path):
     made, rate = engines.synthesize(voice, text, speed, None, 1)
     assert abs(len(synthesize.finish_audio(made, rate)) / rate - room) < 0.25
     assert synthesize.predicted_speed(text, natural + 0.1, voice, tts, engines) == 1.0
+    # remembered: a re-run (after an edit elsewhere) does not predict this line again
+    engines.timing = None  # would fail if called
+    assert synthesize.predicted_speed(text, room, voice, tts, engines) == speed
 
 
 def test_kokoro_cache_key_names_the_served_graph(tmp_path):

@@ -463,11 +463,20 @@ def predicted_speed(text: str, room: float, voice: voices.Voice, tts: dict,
                     engines: Engines) -> float:
     """The speed to ask a Kokoro voice for at once: its own pace, or the slowest faster
     one (up to tts.max_speed_boost) at which Kokoro's duration predictor says the line
-    fits its room. Other engines are cheap to run twice (speak_faster_where_needed)."""
+    fits its room. Other engines are cheap to run twice (speak_faster_where_needed).
+
+    The answer is remembered in the TTS cache under a hash of everything it depends on,
+    so a re-run after a one-line edit predicts only that line (193 predictions were 2.7 s
+    of a 9 s job)."""
     speed = tts["speed"]
     boost = float(tts["max_speed_boost"])
     if voice.backend != "kokoro" or room <= 0 or boost <= 1.0:
         return speed
+    memo = speed_memo_path(tts["cache_dir"], text, room, voice, speed, boost, engines.language)
+    try:
+        return float(memo.read_text())
+    except (OSError, ValueError):
+        pass
     from dubflow.kokoro_voice import SPEED_LIMITS
 
     # the engine's speed is the line's times the voice's pace, over its pitch shift
@@ -478,7 +487,24 @@ def predicted_speed(text: str, room: float, voice: voices.Voice, tts: dict,
     engine = engines.timing(voice).fitting_speed(text, voice.spec.name, engines.language,
                                                  room * shift, speed * to_engine,
                                                  fastest * to_engine)
-    return round(engine / to_engine, 4)
+    answer = round(engine / to_engine, 4)
+    with contextlib.suppress(OSError):  # a memo that cannot be written is only slower
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(memo) as tmp:
+            Path(tmp).write_text(repr(answer))
+    return answer
+
+
+def speed_memo_path(cache_dir: str | Path, text: str, room: float, voice: voices.Voice,
+                    speed: float, boost: float, language: str) -> Path:
+    """Where predicted_speed keeps its answer: a hash of the text, the room (to the
+    millisecond), the voice and its model file, the speed bounds and the language."""
+    payload = json.dumps({"format": CACHE_FORMAT, "text": text, "room": round(room, 3),
+                          "voice": str(voice.spec), "model": voice.identity,
+                          "speed": speed, "boost": boost, "language": language},
+                         sort_keys=True, ensure_ascii=False)
+    key = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return Path(cache_dir) / "speeds" / key[:2] / key
 
 
 def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dict[str, float],

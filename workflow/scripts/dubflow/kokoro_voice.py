@@ -299,7 +299,8 @@ class KokoroModel:
     threads: int
 
 
-def load(model_dir: str | Path, threads: int = 1, graph: str = MODEL_FILE) -> KokoroModel:
+def load(model_dir: str | Path, threads: int = 1, graph: str = MODEL_FILE,
+         spin: bool = False) -> KokoroModel:
     """Kokoro loaded once per process, folder and thread count.
 
     onnxruntime ignores OMP_NUM_THREADS and would start a thread per core, so the session
@@ -307,13 +308,15 @@ def load(model_dir: str | Path, threads: int = 1, graph: str = MODEL_FILE) -> Ko
     Its pool threads must not spin while waiting: on 2 shared cores spinning cost 27 %
     more CPU per second of speech (0.996 against 0.783). The synthesize stage uses one
     thread per session and runs lines side by side instead (0.72 CPU s/s, twice the
-    speed), which beats two intra-op threads on one line.
+    speed), which beats two intra-op threads on one line. ``spin`` is for latency alone
+    (the review app's one-line previews): a 5.6 s line took 1.5-1.8 s on two spinning
+    threads, 1.9-2.1 s on two waiting ones and 2.8 s on one.
     """
-    return _load(str(Path(model_dir).resolve()), max(1, int(threads)), graph)
+    return _load(str(Path(model_dir).resolve()), max(1, int(threads)), graph, spin)
 
 
 @functools.lru_cache(maxsize=2)
-def _load(model_dir: str, threads: int, graph: str) -> KokoroModel:
+def _load(model_dir: str, threads: int, graph: str, spin: bool = False) -> KokoroModel:
     import onnxruntime
     from kokoro_onnx import Kokoro
 
@@ -322,7 +325,7 @@ def _load(model_dir: str, threads: int, graph: str) -> KokoroModel:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     session = onnxruntime.InferenceSession(str(folder / graph), sess_options=options,
                                            providers=["CPUExecutionProvider"])
     kokoro = Kokoro.from_session(session, str(folder / VOICES_FILE))
@@ -393,9 +396,11 @@ class KokoroBackend:
 
     name = "kokoro"
 
-    def __init__(self, model_dir: str | Path, threads: int = 1, graph: str = MODEL_FILE) -> None:
-        """``graph``: the served MODEL_FILE; JOINED_FILE (upstream's int8) for comparisons."""
-        self.model = load(model_dir, threads, graph)
+    def __init__(self, model_dir: str | Path, threads: int = 1, graph: str = MODEL_FILE,
+                 spin: bool = False) -> None:
+        """``graph``: the served MODEL_FILE; JOINED_FILE (upstream's int8) for comparisons;
+        ``spin``: threads busy-wait between operators (see :func:`load`)."""
+        self.model = load(model_dir, threads, graph, spin)
         self.sample_rate = SAMPLE_RATE
 
     @property

@@ -40,8 +40,9 @@ KEEP_PREVIEWS = 32
 
 
 class Engines(synthesize.Engines):
-    """The synthesize stage's engines, but Kokoro runs one line on all the app's threads
-    (the stage runs several lines at once, one thread each; a preview is one line)."""
+    """The synthesize stage's engines, but Kokoro runs one line on all the app's threads,
+    spinning between operators (the stage runs several lines at once, one thread each and
+    no spinning; a preview is one line that a person waits for)."""
 
     def get(self, voice: voices.Voice):
         if voice.backend != "kokoro":
@@ -51,7 +52,8 @@ class Engines(synthesize.Engines):
             if key not in self._loaded:
                 from dubflow.kokoro_voice import KokoroBackend
 
-                self._loaded[key] = KokoroBackend(voice.model_path, threads=self.threads)
+                self._loaded[key] = KokoroBackend(voice.model_path, threads=self.threads,
+                                                  spin=True)
             return self._loaded[key]
 
 
