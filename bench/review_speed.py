@@ -142,7 +142,10 @@ def main() -> int:
         print("\n2. Apply of a one-line edit (rebuild in the background)")
         line = translation["lines"][len(translation["lines"]) // 2]
         clock = time.monotonic()
-        reworded = " ".join(reversed(line["text"].rstrip(".!?").split())) + "."
+        # a text never voiced before (the TTS cache outlives runs), so the line is synthesized
+        words = line["text"].rstrip(".!?").split()
+        shift = int(time.time()) % max(1, len(words) - 1) + 1
+        reworded = " ".join(words[shift:] + words[:shift]) + "."
         response = post(base, token, "/api/apply", {"lang": "pt", "edits": {line["id"]: reworded}})
         if response.status_code != 202:
             print(f"refused: {response.json()['error']}")
