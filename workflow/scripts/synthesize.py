@@ -515,8 +515,8 @@ def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dic
     than the same audio time-stretched afterwards (the mix stage's last resort).
 
     Not Kokoro lines: their speed was chosen from the model's own duration prediction
-    (predicted_speed), and what is left over (a few hundredths of a second) is the mix
-    stage's to stretch, not worth saying the line again."""
+    (predicted_speed, within 0.25 s of the made line), and what is left over is the mix
+    stage's to stretch by a few per cent, not worth saying the line again."""
     boost = float(tts["max_speed_boost"])
     if boost <= 1.0:
         return []
