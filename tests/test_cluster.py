@@ -43,7 +43,7 @@ import slurm_node  # noqa: E402  (tests/slurm_node.py)
 
 VIDEOS = ("ep1", "ep2")
 STAGES = ("extract", "diarize", "transcribe", "translate", "synthesize", "mix")
-FINISH = ("subtitles", "mux", "report")  # the profile's `finish` group: one job per video
+FINISH = ("subtitles", "mux", "report_clips", "report")  # small jobs, default-sized
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +161,10 @@ def test_every_stage_ran_as_a_completed_sbatch_job_with_the_profiles_resources(s
             assert mine[0]["cpus"] == min(settings["set-threads"].get(rule, 1), 2)  # --cores 2
             assert mb(mine[0]["mem"]) == eval(wanted["mem_mb"], {"attempt": 1}), mine
             assert mine[0]["limit"] == f"{wanted['runtime'] // 60}:00:00", mine
-    finish = [job for job in squeue if job["comment"].startswith("rule_finish")]
-    assert finish and {job["state"] for job in finish} == {"COMPLETED"}, squeue
+        for rule in FINISH:  # no job groups (snakemake#4202): each its own sbatch job
+            mine = [job for job in squeue if job["comment"].startswith(f"rule_{rule}_wildcards_{video}")]
+            assert mine and {job["state"] for job in mine} == {"COMPLETED"}, (rule, video, squeue)
+    assert not [job for job in squeue if job["comment"].startswith("group")], squeue
 
 
 @pytest.fixture(scope="module")
