@@ -622,7 +622,10 @@ def test_surround_source_and_surround_dub(tmp_path, layout, channels_out):
     tts = write_tts(tmp_path / "tts", [(1.0, 3.0, tone(1.5), 16000), (5.0, 6.0, tone(1.2), 22050)])
     for channels in channels_out:
         out = tmp_path / f"out{channels}"
-        report, audio, rate = run_stage(out, source, tts, channels=channels)
+        track = out / "dub.mka"  # the mkv's AAC track too, in the same layout
+        report, audio, rate = run_stage(out, source, tts, dub_track=track, channels=channels)
+        encoded = probe(track, stage="test").audio_streams[0]
+        assert encoded.channels == channels and encoded.codec_name == "aac", encoded
         assert audio.shape[1] == channels and rate == 48000
         assert loudness(audio, rate) == pytest.approx(-16.0, abs=1.0)
         assert true_peak_db(audio) <= -1.0
@@ -738,6 +741,10 @@ def test_loudness_presets_are_met_on_the_track_as_written(speech_mix, tmp_path, 
     audio, rate = sf.read(decoded, dtype="float64", always_2d=True)
     assert loudness(audio, rate) == pytest.approx(lufs, abs=0.5)
     assert true_peak_db(audio) <= peak + 0.15  # AAC may overshoot the mix's margin a little
+
+
+def test_every_dub_layout_has_a_bitrate():
+    assert set(mix.DUB_BITRATE) == set(mix.LAYOUTS) == set(mix.VOICE_PAN)
 
 
 def test_channels_auto_follows_the_source_layout():

@@ -100,7 +100,7 @@ TP_MARGIN_DB = 0.2
 SAMPLE_PEAK_MARGIN_DB = 0.5
 TRUE_PEAK_RATE = 192000
 #: AAC bit rate of the mkv's dub track by channel count.
-DUB_BITRATE = {1: "96k", 2: "192k", 6: "384k"}
+DUB_BITRATE = {1: "96k", 2: "192k", 6: "384k", 8: "512k"}
 #: A limited dub this close to the target is kept; further off, it is written once more
 #: with the gain corrected (EBU R128 allows 0.5 LU around a file's target).
 LOUDNESS_TOLERANCE_LU = 0.2
