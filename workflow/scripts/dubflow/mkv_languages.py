@@ -162,6 +162,8 @@ def add_bcp47(path: str | Path, stage: str = "mux") -> int:
             first, last = tracks.end - segment.data, void.start - segment.data
             for seek in _children(seek_bytes, seek_head.data - seek_head.start,
                                   seek_head.end - seek_head.start):
+                if seek.id != SEEK:
+                    continue  # its CRC-32 or a Void
                 for field in _children(seek_bytes, seek.data, seek.end):
                     if field.id != SEEK_POSITION:
                         continue
