@@ -77,14 +77,15 @@ def speech_track(lines: list[str], wav_path: str | Path, lead_in_s: float = LEAD
 
 def make_video(speech_wav: str | Path, video_path: str | Path, ffmpeg: dict | None = None,
                size: str = "640x360", bed_level: float = 0.01, audio: bool = True) -> None:
-    """H.264 + AAC video: a test pattern, the speech, and a quiet noise bed under it."""
+    """H.264 + AAC video: a test pattern, the speech, and a quiet noise bed under it (seeded:
+    the same media every run, so a test cannot pass or fail with the noise)."""
     duration = sf.info(str(speech_wav)).duration
     args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={duration:.3f}"]
     if audio:
         args += [
             "-i", file_arg(speech_wav),
             "-f", "lavfi", "-i",
-            f"anoisesrc=color=brown:amplitude={bed_level}:duration={duration:.3f}:r=48000",
+            f"anoisesrc=color=brown:amplitude={bed_level}:duration={duration:.3f}:r=48000:seed=1",
             "-filter_complex",
             "[1:a]aresample=48000,pan=stereo|c0=c0|c1=c0[s];"
             "[2:a]pan=stereo|c0=c0|c1=c0[b];"
