@@ -34,7 +34,7 @@ from dubflow import condense
 from dubflow import tts_backends as tb
 from dubflow import voices
 from dubflow.progress import Progress
-from dubflow.atomic import atomic_path, write_json
+from dubflow.atomic import atomic_path, link_or_copy, write_json
 from dubflow.errors import ConfigError, InputError
 
 STAGE = "synthesize"
@@ -172,14 +172,6 @@ def read_cached(path: Path) -> Any:
         return sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError, OSError):
         return None
-
-
-def link_or_copy(source: Path, dest: Path) -> None:
-    """Hard link (no extra disk, instant); copy where links are impossible."""
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copyfile(source, dest)
 
 
 # ---------------------------------------------------------------------------------------
@@ -489,9 +481,8 @@ def predicted_speed(text: str, room: float, voice: voices.Voice, tts: dict,
                                                  fastest * to_engine)
     answer = round(engine / to_engine, 4)
     with contextlib.suppress(OSError):  # a memo that cannot be written is only slower
-        memo.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(memo) as tmp:
-            Path(tmp).write_text(repr(answer))
+            tmp.write_text(repr(answer))
     return answer
 
 
@@ -523,14 +514,12 @@ def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dic
     by_id = {line.id: line for line in lines}
     cache_dir, jobs = Path(tts["cache_dir"]), {}
     for entry in entries:
-        if not entry["cache_key"]:
+        line, voice = by_id[entry["id"]], chosen[entry["speaker"]]
+        if not entry["cache_key"] or voice.backend == "kokoro":
             continue
         info = sf.info(str(cache_path(cache_dir, entry["cache_key"])))
         natural, room = info.frames / info.samplerate, rooms[entry["id"]]
         if natural <= room + 0.01:
-            continue
-        line, voice = by_id[entry["id"]], chosen[entry["speaker"]]
-        if voice.backend == "kokoro":
             continue
         current = entry.get("engine_speed") or tts["speed"]
         if current >= tts["speed"] * boost - 1e-9:

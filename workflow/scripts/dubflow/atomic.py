@@ -81,3 +81,12 @@ def write_text(dest: str | os.PathLike[str], text: str) -> None:
 def write_json(dest: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as pretty, UTF-8 JSON to ``dest`` atomically."""
     write_text(dest, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def link_or_copy(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Hard link (no extra disk, instant); copy where links are impossible (another
+    filesystem). Used to place files from a cache into a rule's output."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from dubflow.atomic import atomic_path, link_or_copy
 from dubflow.errors import InputError
 from dubflow.ffmpeg_needs import codec, muxer
 from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
@@ -119,14 +120,6 @@ def clip_key(samples: np.ndarray, rate: int, bitrate: str) -> str:
     return digest.hexdigest()
 
 
-def _place(source: Path, dest: Path) -> None:
-    """Hard link (a clip is a few KB, but a film has thousands); copy across filesystems."""
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copyfile(source, dest)
-
-
 def cut(audio: str | Path, clips: list[Clip], folder: Path, bitrate: str,
         ffmpeg: dict | None = None, cache: Path | None = None) -> int:
     """Write every clip of one audio file into ``folder`` (names from the plan), taking
@@ -150,7 +143,7 @@ def cut(audio: str | Path, clips: list[Clip], folder: Path, bitrate: str,
             key = clip_key(samples, rate, bitrate)
             cached = cache / key[:2] / f"{key}.webm" if cache else None
             if cached is not None and cached.is_file():
-                _place(cached, folder / clip.file)
+                link_or_copy(cached, folder / clip.file)
             else:
                 if joined is None:
                     joined = sf.SoundFile(str(stream), "w", rate, 1, "PCM_16")
@@ -191,11 +184,9 @@ def _encode(stream: Path, edges: list[float], todo: list[tuple[Clip, Path | None
             if not piece.is_file():
                 continue  # reported by cut() as missing
             os.replace(piece, folder / clip.file)
-            if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
-                shutil.copyfile(folder / clip.file, partial)
-                os.replace(partial, cached)  # whole or absent, even beside another job
+            if cached is not None:  # whole or absent, even beside another job
+                with atomic_path(cached) as tmp:
+                    shutil.copyfile(folder / clip.file, tmp)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         stream.unlink(missing_ok=True)
