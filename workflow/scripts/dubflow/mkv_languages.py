@@ -85,7 +85,7 @@ def _void(total: int) -> bytes:
     return bytes([VOID]) + _size(total - 1 - size_len, size_len) + bytes(total - 1 - size_len)
 
 
-def _with_crc(buf: bytes, children: list[Element], parts: list[bytes]) -> bytes:
+def _with_crc(children: list[Element], parts: list[bytes]) -> bytes:
     """A master's new data: ``parts`` (its children, re-encoded), after a fresh CRC-32
     element if the master had one."""
     body = b"".join(parts)
@@ -143,10 +143,10 @@ def add_bcp47(path: str | Path, stage: str = "mux") -> int:
                                for f in fields if f.id == LANGUAGE), "eng")  # the default
                 kept.append(_encode(LANGUAGE_BCP47, bcp47(legacy).encode("ascii")))
                 added += 1
-            parts.append(_encode(TRACK_ENTRY, _with_crc(region, fields, kept)))
+            parts.append(_encode(TRACK_ENTRY, _with_crc(fields, kept)))
         if not added:
             return 0
-        new_tracks = _encode(TRACKS, _with_crc(region, entries, parts))
+        new_tracks = _encode(TRACKS, _with_crc(entries, parts))
         delta = len(new_tracks) - (tracks.end - tracks.start)
         room = void.end - void.start
         if delta > room or room - delta == 1:
@@ -160,8 +160,9 @@ def add_bcp47(path: str | Path, stage: str = "mux") -> int:
         # SeekHead: what moved up by delta, in place (same byte length)
         if seek_head is not None:
             first, last = tracks.end - segment.data, void.start - segment.data
-            for seek in _children(seek_bytes, seek_head.data - seek_head.start,
-                                  seek_head.end - seek_head.start):
+            children = _children(seek_bytes, seek_head.data - seek_head.start,
+                                 seek_head.end - seek_head.start)
+            for seek in children:
                 if seek.id != SEEK:
                     continue  # its CRC-32 or a Void
                 for field in _children(seek_bytes, seek.data, seek.end):
@@ -178,9 +179,7 @@ def add_bcp47(path: str | Path, stage: str = "mux") -> int:
                                 f"{path}'s seek index cannot point past byte {value} in "
                                 f"{width} bytes (stage {stage}); run the mux stage again"
                             ) from None
-            children = _children(seek_bytes, seek_head.data - seek_head.start,
-                                 seek_head.end - seek_head.start)
-            if children and children[0].id == CRC32:
+            if children and children[0].id == CRC32:  # sizes did not change: same offsets
                 body = bytes(seek_bytes[children[0].end:])
                 crc = children[0].data
                 seek_bytes[crc:crc + 4] = zlib.crc32(body).to_bytes(4, "little")
