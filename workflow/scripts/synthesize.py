@@ -498,6 +498,18 @@ def speed_memo_path(cache_dir: str | Path, text: str, room: float, voice: voices
     return Path(cache_dir) / "speeds" / key[:2] / key
 
 
+def faster_speed(current: float, natural: float, room: float, tts: dict) -> float | None:
+    """The speed to say a line again at, when at speed ``current`` it lasts ``natural``
+    seconds in a room of ``room``: faster by what it overruns, at most tts.max_speed_boost
+    times the stage's speed. None when it fits, or is already as fast as it may go."""
+    boost = float(tts["max_speed_boost"])
+    fastest = tts["speed"] * boost
+    if boost <= 1.0 or natural <= room + 0.01 or current >= fastest - 1e-9:
+        return None
+    factor = natural / room if room > 0 else boost
+    return round(min(current * factor, fastest), 3)
+
+
 def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dict[str, float],
                               chosen: dict, tts: dict, language: str,
                               references: dict) -> list[Job]:
@@ -518,14 +530,10 @@ def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dic
         if not entry["cache_key"] or voice.backend == "kokoro":
             continue
         info = sf.info(str(cache_path(cache_dir, entry["cache_key"])))
-        natural, room = info.frames / info.samplerate, rooms[entry["id"]]
-        if natural <= room + 0.01:
+        line_speed = faster_speed(entry.get("engine_speed") or tts["speed"],
+                                  info.frames / info.samplerate, rooms[entry["id"]], tts)
+        if line_speed is None:
             continue
-        current = entry.get("engine_speed") or tts["speed"]
-        if current >= tts["speed"] * boost - 1e-9:
-            continue  # already as fast as the voice may go
-        factor = natural / room if room > 0 else boost
-        line_speed = round(min(current * factor, tts["speed"] * boost), 3)
         reference, ref_hash = references.get(line.speaker, (None, None))
         key = cache_key(line.text, voice, line_speed, language, ref_hash)
         path = cache_path(cache_dir, key)

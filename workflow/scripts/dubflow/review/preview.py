@@ -127,13 +127,11 @@ class Previewer:
         room = synthesize.line_rooms(lines)[line_id]
         speed = synthesize.predicted_speed(text, room, voice, tts, engines)
         audio, rate = self._speak(engines, voice, text, speed, lang, tts)
-        natural = len(audio) / rate
-        boost = float(tts["max_speed_boost"])
-        if voice.backend != "kokoro" and natural > room + 0.01 and boost > 1.0 \
-                and speed < tts["speed"] * boost - 1e-9:
+        faster = synthesize.faster_speed(speed, len(audio) / rate, room, tts)
+        if voice.backend != "kokoro" and faster is not None:
             # cheap engines are asked again, faster, as the stage does; a Kokoro line was
             # already asked for the speed its predicted length fits at
-            speed = round(min(speed * natural / max(room, 1e-3), tts["speed"] * boost), 3)
+            speed = faster
             audio, rate = self._speak(engines, voice, text, speed, lang, tts)
         new_wav = scratch / f"{line_id}.wav"
         sf.write(str(new_wav), audio, rate, subtype="PCM_16")
