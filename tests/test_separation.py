@@ -271,3 +271,80 @@ def test_original_dialogue_returns_where_no_line_is_voiced(tmp_path):
     assert figures["line_restored_db"] < -20.0
     assert abs(figures["line_restored_db"] - figures["line_plain_db"]) < 1.0
     assert report["restored"][0][0] >= max(under_line[1], ends[0]) + mix.RESTORE_GUARD_S
+
+
+@pytest.mark.model
+def test_speech_is_20_db_down_in_the_bed_at_film_levels():
+    """Dialogue is usually mixed well above the music (here 10 dB): there the bed keeps
+    less than a hundredth of the speech's power, by the conservative per-cell measure."""
+    mix, speech, music = speech_over_music(44_100, 12.0, 2)
+    music = music * 10 ** (-10 / 20)
+    mix = (speech + music).astype(np.float32)
+    bed = separation.bed_from(mix, separation.separate_vocals(mix, 44_100, threads=1))
+    figures = leak_figures(mix, speech, music, bed)
+    print(figures)
+    assert figures["speech_leak_db"] <= -20.0  # measured -20.9
+    assert figures["music_loss_db"] <= -4.0  # measured -4.9
+
+
+def _under_line_leak_db(track: np.ndarray, source: np.ndarray, speech: np.ndarray,
+                        gain: float, span: tuple[int, int]) -> float:
+    """The original speech left in ``track`` over frames ``span``, dB against the source:
+    the track's per-cell gain over the source (as in :func:`leak_figures`) applied to the
+    speech alone, with the loudness step's ``gain`` taken out."""
+    a, b = span
+    track_spec, source_spec = _stft(track[a:b] / gain), _stft(source[a:b])
+    cell_gain = track_spec * source_spec.conj() / (source_spec.abs() ** 2 + 1e-9)
+    speech_spec = _stft(speech[a:b])
+    left = (cell_gain * speech_spec).abs().pow(2).sum() / speech_spec.abs().pow(2).sum()
+    return 10 * math.log10(float(left))
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("music_db", [0.0, -10.0])
+def test_original_voices_are_30_db_under_the_dub(tmp_path, music_db):
+    """Speech over music (equal level: the hard case; 10 dB under: a film's usual mix),
+    separated, and one dub line over the speech. The dub line's audio is silence of the
+    line's length: the voice is only added to the bed, so what is left under it is the bed
+    alone, ducked. With the defaults the original speech is 30 dB or more down there; the
+    broadband duck alone leaves it short of that at equal level."""
+    import mix
+    from conftest import default_config
+
+    rate = 48_000
+    speech = speech_track(rate, 9.0)
+    speech[: int(1.0 * rate)] = 0.0  # music alone for a second: the loudness reference
+    music = music_track(rate, 9.0, 2).mean(axis=1)
+    music *= np.sqrt(np.mean(speech[speech != 0] ** 2) / np.mean(music**2)) * 10 ** (music_db / 20)
+    scale = 0.5 / np.abs(speech + music).max()
+    speech, music = speech * scale, music * scale
+    source = np.repeat((speech + music)[:, None], 2, axis=1).astype(np.float32)
+    sf.write(tmp_path / "source.wav", source, rate, subtype="PCM_24")
+    separation.separate_file(tmp_path / "source.wav", tmp_path / "bed.wav")
+
+    tts = tmp_path / "tts"
+    tts.mkdir()
+    line_s = 7.5
+    sf.write(tts / "0001.wav", np.zeros(int(line_s * 24_000), np.float32), 24_000,
+             subtype="PCM_16")
+    (tts / "lines.json").write_text(json.dumps([
+        {"id": "0001", "speaker": "SPEAKER_00", "start": 1.2, "end": 1.2 + line_s,
+         "text": "line", "wav": "0001.wav", "duration_s": line_s, "sample_rate": 24_000}]))
+
+    def leak_under_line(**overrides) -> float:
+        out = tmp_path / "-".join(f"{k}{v}" for k, v in overrides.items())
+        settings = {**default_config()["mix"], **overrides}
+        mix.run(tmp_path / "bed.wav", tts, out / "dub.wav", out / "fit.json", settings)
+        track, written_rate = sf.read(out / "dub.wav", dtype="float64", always_2d=True)
+        assert written_rate == rate
+        track = track.mean(axis=1)
+        reference = slice(int(0.2 * rate), int(0.9 * rate))  # music alone, not ducked
+        gain = float(track[reference] @ music[reference] / (music[reference] @ music[reference]))
+        span = (int(1.6 * rate), int((1.2 + line_s - 0.4) * rate))  # fully ducked
+        return _under_line_leak_db(track, speech + music, speech, gain, span)
+
+    figures = {"defaults": leak_under_line(),
+               "broadband duck only": leak_under_line(band_duck_db=0)}
+    print(music_db, figures)
+    assert figures["defaults"] <= -30.0
+    assert figures["broadband duck only"] > figures["defaults"] + 5.0

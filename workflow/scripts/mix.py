@@ -13,7 +13,9 @@ How, and why this way:
    ``mix.sample_rate`` inside the graph; a line from a voice with another rate is
    resampled in-process): channel 0 is the voice (each line at
    ``round(start * rate)``, never concatenated, so nothing drifts over a film), channel 1
-   is the bed's gain envelope (1.0, or ``-duck_db`` with short ramps while a line plays).
+   is the bed's gain envelope (1.0, or ``-duck_db`` with short ramps while a line plays);
+   with ``band_duck_db``, a channel that takes the bed's speech band further down under
+   lines (what separation leaves of the original voices sits there).
    It is written in 10-second blocks with at most one prepared line in memory, so memory
    does not grow with the film's length.
 3. One ffmpeg graph does the rest while streaming: the source is resampled and downmixed
@@ -57,10 +59,24 @@ STAGE = "mix"
 log = logging.getLogger(__name__)
 
 #: How far the bed is ducked under a line with duck_db: auto. Spleeter leaves the original
-#: speech 12-22 dB down in the bed (per-bin and projection measures, tests/test_separation),
-#: so a 10 dB dip puts it 22-32 dB under the dub while keeping the music 2 dB fuller than
-#: the 12 dB the unseparated mix needs.
+#: speech 12 dB down in the bed where music is as loud as the speech, 21 dB where it is
+#: 10 dB under (the per-cell measure of tests/test_separation), so a light 10 dB dip keeps
+#: the music 2 dB fuller than the 12 dB the unseparated mix needs; the band duck below
+#: does the rest.
 AUTO_DUCK_DB = {"spleeter": 10.0, "none": 12.0}
+#: mix.band_duck_db: auto. What Spleeter leaves of the original speech sits almost all in
+#: 150-2400 Hz (fundamentals and first formants sharing cells with chords and bass: 97 % of
+#: the leak, measured per band in tests/test_separation), where the dub voice is too. A
+#: further 10 dB dip there under a line takes the original voices 30 dB or more under the
+#: dub (30.4 dB at equal level, 39.8 with the music 10 dB under the speech; the broadband
+#: duck alone: 21.3 and 30.3) while the music's lows and highs stay at the light duck.
+AUTO_BAND_DUCK_DB = {"spleeter": 10.0, "none": 0.0}
+#: The speech band as a zero-phase FIR (ffmpeg's firequalizer, gains in dB by frequency):
+#: flat 150-2400 Hz with shoulders down to 100 and up to 3500 Hz. Its delay is a whole
+#: number of samples (BAND_FIR_S at the dub's rate), taken back out so that the band lines
+#: up with the bed sample for sample: the band is subtracted from the bed, not added.
+SPEECH_BAND = "entry(0,-100);entry(100,-100);entry(150,0);entry(2400,0);entry(3500,-100)"
+BAND_FIR_S = 0.01
 #: mix.loudness: (integrated LUFS, true-peak ceiling dBTP) of the common delivery specs.
 LOUDNESS_PRESETS = {"streaming": (-16.0, -1.0), "ebu-r128": (-23.0, -1.0),
                     "atsc-a85": (-24.0, -2.0)}
@@ -132,6 +148,7 @@ class MixSettings:
     sample_rate: int
     channels: int
     duck_db: float
+    band_duck_db: float
     fade_ms: float
     max_lead_s: float
     restore_dialogue: bool  # only over a separated bed: the original mix has its dialogue
@@ -147,7 +164,7 @@ def settings(mix: dict | None, source_channels: int | None = None) -> MixSetting
     channels = mix["channels"]
     if channels == "auto":
         channels = source_channels if source_channels in LAYOUTS else 2
-    duck_db = mix["duck_db"]
+    duck_db, band_duck_db = mix["duck_db"], mix["band_duck_db"]
     return MixSettings(
         target_lufs=float(preset_lufs if mix["target_lufs"] is None else mix["target_lufs"]),
         true_peak_db=float(preset_tp if mix["true_peak_db"] is None else mix["true_peak_db"]),
@@ -155,6 +172,8 @@ def settings(mix: dict | None, source_channels: int | None = None) -> MixSetting
         sample_rate=mix["sample_rate"],
         channels=channels,
         duck_db=float(AUTO_DUCK_DB[mix["separation"]] if duck_db == "auto" else duck_db),
+        band_duck_db=float(AUTO_BAND_DUCK_DB[mix["separation"]] if band_duck_db == "auto"
+                           else band_duck_db),
         fade_ms=float(mix["fade_ms"]),
         max_lead_s=float(mix["max_lead_s"]),
         restore_dialogue=mix["restore_dialogue"] and mix["separation"] != "none",
@@ -443,18 +462,33 @@ def restore_envelope(first: int, count: int, rate: int,
 
 def gain_envelope(first: int, count: int, rate: int, intervals: list[tuple[float, float]],
                   duck_db: float) -> np.ndarray:
-    """Linear bed gain for frames ``first .. first+count``: 1.0, or ``-duck_db`` under lines.
+    """Linear bed gain for frames ``first .. first+count``: 1.0, or ``-duck_db`` under lines."""
+    return ducked_gain(duck_depth(first, count, rate, intervals), duck_db)
+
+
+def ducked_gain(depth: np.ndarray, duck_db: float) -> np.ndarray:
+    """Linear gain for a duck ``depth`` (0 = none, 1 = all of ``duck_db``)."""
+    gain = np.ones(len(depth), dtype=np.float32)
+    ducked = np.flatnonzero(depth) if duck_db > 0 else ()
+    if len(ducked):
+        span = slice(ducked[0], ducked[-1] + 1)
+        gain[span] = (10.0 ** (-duck_db * depth[span] / 20.0)).astype(np.float32)
+    return gain
+
+
+def duck_depth(first: int, count: int, rate: int,
+               intervals: list[tuple[float, float]]) -> np.ndarray:
+    """How far down the bed is for frames ``first .. first+count``, 0 to 1 (all the way).
 
     The depth ramps linearly in dB: down over DUCK_ATTACK_S ending at the line's start,
     up over DUCK_RELEASE_S starting at its end.
     """
-    gain = np.ones(count, dtype=np.float32)
-    if not intervals or duck_db <= 0 or count == 0:
-        return gain
+    depth = np.zeros(count, dtype=np.float64)
+    if not intervals or count == 0:
+        return depth
     t0, t1 = first / rate, (first + count) / rate
     ends = [b for _, b in intervals]
     i = bisect.bisect_left(ends, t0 - DUCK_RELEASE_S)
-    depth = np.zeros(count, dtype=np.float64)
     while i < len(intervals) and intervals[i][0] - DUCK_ATTACK_S < t1:
         a, b = intervals[i]
         # only the frames this dip touches (a block-wide array per dip took half the stage)
@@ -466,11 +500,7 @@ def gain_envelope(first: int, count: int, rate: int, intervals: list[tuple[float
             up = np.clip((b + DUCK_RELEASE_S - t) / DUCK_RELEASE_S, 0.0, 1.0)
             np.maximum(depth[lo:hi], np.minimum(down, up), out=depth[lo:hi])
         i += 1
-    ducked = np.flatnonzero(depth)
-    if len(ducked):
-        span = slice(ducked[0], ducked[-1] + 1)
-        gain[span] = (10.0 ** (-duck_db * depth[span] / 20.0)).astype(np.float32)
-    return gain
+    return depth
 
 
 def placed_lines(
@@ -496,26 +526,32 @@ def placed_lines(
 def write_control(
     path: Path, rate: int, frames: int, lines: Iterator[tuple[int, np.ndarray]],
     intervals: list[tuple[float, float]], duck_db: float,
-    restored: list[tuple[float, float]] | None = None,
+    restored: list[tuple[float, float]] | None = None, band_duck_db: float = 0.0,
 ) -> None:
-    """Write the control track block by block: voice and bed gain, and with ``restored``
-    spans a third channel, the original mix's gain (the bed's is lowered to match, so
-    the two crossfade).
+    """Write the control track block by block: voice and bed gain; with ``band_duck_db``
+    the gain added to the bed's speech band (0, or negative under lines: the band's own
+    gain minus the bed's), and with ``restored`` spans the original mix's gain (the bed's
+    is lowered to match, so the two crossfade). :func:`control_channels` names them.
 
     Only the current block and the line being placed are in memory: a two-hour film costs
     the same RAM as a two-minute clip. RF64 because a float track longer than about three hours passes 4 GB.
     """
     block = int(BLOCK_S * rate)
     pending = next(lines, None)
-    channels = 2 if restored is None else 3
-    with sf.SoundFile(str(path), "w", rate, channels, CONTROL_SUBTYPE, format="RF64") as out:
+    names = control_channels(band_duck_db > 0, restored is not None)
+    column = {name: i for i, name in enumerate(names)}
+    with sf.SoundFile(str(path), "w", rate, len(names), CONTROL_SUBTYPE, format="RF64") as out:
         for first in range(0, frames, block):
             last = min(first + block, frames)
-            buf = np.zeros((last - first, channels), dtype=np.float32)
-            buf[:, 1] = gain_envelope(first, last - first, rate, intervals, duck_db)
+            buf = np.zeros((last - first, len(names)), dtype=np.float32)
+            depth = duck_depth(first, last - first, rate, intervals)
+            buf[:, 1] = ducked_gain(depth, duck_db)
+            if "band" in column:
+                buf[:, column["band"]] = buf[:, 1] * (ducked_gain(depth, band_duck_db) - 1.0)
             if restored is not None:
-                buf[:, 2] = restore_envelope(first, last - first, rate, restored)
-                buf[:, 1] *= 1.0 - buf[:, 2]
+                buf[:, column["original"]] = restore_envelope(first, last - first, rate,
+                                                              restored)
+                buf[:, 1] *= 1.0 - buf[:, column["original"]]
             while pending is not None and pending[0] < last:
                 start, audio = pending
                 lo, hi = max(start, first), min(start + len(audio), last)
@@ -535,14 +571,31 @@ def write_control(
 # --------------------------------------------------------------------------------------
 
 
+def control_channels(band: bool, restore: bool) -> tuple[str, ...]:
+    """The control track's channels in order: the voice, the bed's gain, the gain added to
+    the bed's speech band (with a band duck), the original mix's gain (with restored spans)."""
+    return ("voice", "gain") + (("band",) if band else ()) + (("original",) if restore else ())
+
+
+def speech_band(rate: int) -> str:
+    """The bed's speech band (SPEECH_BAND), sample-aligned with the bed: the FIR delays it
+    by exactly ``delay`` samples, so it is fed that much silence more and its head dropped."""
+    delay = round(BAND_FIR_S * rate)
+    return ",".join([filter_("apad", pad_len=delay),
+                     filter_("firequalizer", delay=repr(delay / rate),
+                                     gain_entry=f"'{SPEECH_BAND}'"),
+                     filter_("atrim", start_sample=delay), filter_("asetpts", "PTS-STARTPTS")])
+
+
 def mix_graph(cfg: MixSettings, with_voice: bool, tail: str, restore: bool = False) -> str:
     """The filter graph from the inputs; ``tail`` is the loudness step and the output
     label(s), e.g. ``volume=2dB[out]``.
 
-    Built only from numbers and fixed names. The envelope is panned explicitly to every
-    channel: ffmpeg's automatic mono-to-stereo conversion would scale it by -3 dB.
-    With ``restore``, input 2 is the original mix and the control track's third channel
-    its gain.
+    Built only from numbers and fixed names. Each gain channel of the control track is
+    panned explicitly to every channel: ffmpeg's automatic mono-to-stereo conversion would
+    scale it by -3 dB. With ``restore``, input 2 is the original mix and the control
+    track's last channel its gain. With a band duck the bed's speech band, times its gain
+    channel, is added: the bed then dips further in that band under lines.
     """
     layout = LAYOUTS[cfg.channels]
     form = filter_("aformat", sample_fmts="flt", sample_rates=cfg.sample_rate,
@@ -550,35 +603,29 @@ def mix_graph(cfg: MixSettings, with_voice: bool, tail: str, restore: bool = Fal
     bed = "[0:a]" + form
     if not with_voice:
         return f"{bed},{tail}"
-    spread = "|".join(f"c{i}=c0" for i in range(cfg.channels))
+    names = control_channels(cfg.band_duck_db > 0, restore)
+    graph = ["[1:a]" + filter_("aresample", cfg.sample_rate) + ","
+             + filter_("asplit", len(names)) + "".join(f"[c_{name}]" for name in names),
+             "[c_voice]" + filter_("pan", VOICE_PAN[cfg.channels]) + "[voices]"]
+    for index, name in enumerate(names[1:], start=1):
+        graph.append(f"[c_{name}]" + filter_("pan", f"{layout}|" + "|".join(
+            f"c{i}=c{index}" for i in range(cfg.channels))) + f"[{name}s]")
+    summed = ["[ducked]", "[voices]"]
+    if "band" in names:
+        graph += [f"{bed},{filter_('asplit', 2)}[bed][bandin]",
+                  f"[bandin]{speech_band(cfg.sample_rate)}[band]",
+                  "[band][bands]" + filter_("amultiply") + "[banddip]"]
+        summed.insert(1, "[banddip]")
+    else:
+        graph.append(f"{bed}[bed]")
+    graph.append("[bed][gains]" + filter_("amultiply") + "[ducked]")
     if restore:
-        def gains(channel: int) -> str:
-            return filter_("pan", f"{layout}|" + "|".join(
-                f"c{i}=c{channel}" for i in range(cfg.channels)))
-
-        return ";".join([
-            f"{bed}[bed]",
-            f"[2:a]{form}[original]",
-            "[1:a]" + filter_("aresample", cfg.sample_rate) + "," + filter_("asplit", 3)
-            + "[voice][gain][back]",
-            f"[gain]{gains(1)}[gains]",
-            f"[back]{gains(2)}[backs]",
-            "[bed][gains]" + filter_("amultiply") + "[ducked]",
-            "[original][backs]" + filter_("amultiply") + "[restored]",
-            "[voice]" + filter_("pan", VOICE_PAN[cfg.channels]) + "[voices]",
-            "[ducked][restored][voices]" + filter_("amix", inputs=3, normalize=0,
-                                                   duration="first") + f",{tail}",
-        ])
-    return ";".join([
-        f"{bed}[bed]",
-        "[1:a]" + filter_("aresample", cfg.sample_rate) + ","
-        + filter_("channelsplit", channel_layout="stereo") + "[voice][gain]",
-        "[gain]" + filter_("pan", f"{layout}|{spread}") + "[gains]",
-        "[bed][gains]" + filter_("amultiply") + "[ducked]",
-        "[voice]" + filter_("pan", VOICE_PAN[cfg.channels]) + "[voices]",
-        "[ducked][voices]" + filter_("amix", inputs=2, normalize=0, duration="first")
-        + f",{tail}",
-    ])
+        graph += [f"[2:a]{form}[original]",
+                  "[original][originals]" + filter_("amultiply") + "[restored]"]
+        summed.insert(1, "[restored]")
+    graph.append("".join(summed) + filter_("amix", inputs=len(summed), normalize=0,
+                                            duration="first") + f",{tail}")
+    return ";".join(graph)
 
 
 def limiter_filter(cfg: MixSettings, gain_db: float, rate: int) -> str:
@@ -753,8 +800,15 @@ def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> lis
     source, control, line = workdir / "source.wav", workdir / "control.wav", workdir / "line.wav"
     sf.write(source, np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2, axis=1), rate)
     voice = 0.5 * np.sin(2 * np.pi * 330 * t)
-    sf.write(control, np.stack([voice, np.full_like(voice, 0.25)], axis=1), rate,
-             subtype=CONTROL_SUBTYPE)
+    levels = {"voice": voice, "gain": 0.25, "band": -0.2, "original": 0.75}
+
+    def write_control_of(path: Path, restore: bool) -> Path:
+        names = control_channels(cfg.band_duck_db > 0, restore)
+        sf.write(path, np.stack([np.broadcast_to(levels[name], voice.shape) for name in names],
+                                axis=1), rate, subtype=CONTROL_SUBTYPE)
+        return path
+
+    write_control_of(control, restore=False)
     sf.write(line, voice, rate)
     ran = []
     for name, tail, meter in (
@@ -767,9 +821,7 @@ def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> lis
                              workdir / "dub.mka", meter)
         ebur128_summary(stderr)
         ran.append(name)
-    restore = workdir / "restore.wav"  # voice, bed gain, original gain: the restore graph
-    sf.write(restore, np.stack([voice, np.full_like(voice, 0.25), np.full_like(voice, 0.75)],
-                               axis=1), rate, subtype=CONTROL_SUBTYPE)
+    restore = write_control_of(workdir / "restore.wav", restore=True)
     ebur128_summary(ffmpeg_pass(source, restore, cfg, filter_("anull"), workdir / "dub.wav",
                                 1.0, ffmpeg, 1, meter=SAMPLE_METER, original=source))
     ran.append("restore")
@@ -834,7 +886,8 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
                           placed_lines(placements, tts_dir, wavs, cfg, workdir, ffmpeg,
                                        Path(tempo_cache) if tempo_cache else None, rate,
                                        cuts),
-                          duck_intervals(placements), cfg.duck_db, restored or None)
+                          duck_intervals(placements), cfg.duck_db, restored or None,
+                          cfg.band_duck_db)
         else:
             log.warning("%s has no lines to place, so the dub of %s is its original mix, "
                         "normalised", tts_dir / "lines.json", source_wav)

@@ -38,7 +38,6 @@ def _need(stages: tuple[str, ...], positional: str | None = None, **options) -> 
 FILTERS: dict[str, Need] = {
     "aformat": _need(("mix",), sample_fmts=None, sample_rates=None, channel_layouts=None),
     "aresample": _need(("mix",), positional="sample_rate"),
-    "channelsplit": _need(("mix",), channel_layout=None),
     "pan": _need(("mix",), positional="args"),
     "amultiply": _need(("mix",)),
     "amix": _need(("mix",), inputs=None, normalize=None, duration={"first"}),
@@ -51,6 +50,11 @@ FILTERS: dict[str, Need] = {
     # does not print, and only the summary remains (framelog=quiet says the same from 6.1
     # on, but 5.1 does not know it).
     "ebur128": _need(("mix",), peak={"true", "sample"}, framelog={"verbose"}),
+    # the bed's speech band, dipped further under lines (mix.band_duck_db)
+    "apad": _need(("mix",), pad_len=None),
+    "firequalizer": _need(("mix",), delay=None, gain_entry=None),
+    "atrim": _need(("mix",), start_sample=None),
+    "asetpts": _need(("mix",), positional="expr"),
     "rubberband": _need(("mix",), tempo=None),
     "atempo": _need(("mix",), tempo=None),
     # the review app's browser proxy (dubflow/review/media.py)
