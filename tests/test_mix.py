@@ -753,3 +753,33 @@ def test_channels_auto_follows_the_source_layout():
     assert mix.settings({}, source_channels=8).channels == 8
     assert mix.settings({}, source_channels=4).channels == 2  # quad: stereo
     assert mix.settings({"channels": 2}, source_channels=6).channels == 2
+
+
+def test_speech_band_is_lined_up_with_the_bed_and_the_preview_hears_the_same(tmp_path):
+    """The mix subtracts the bed's speech band from the bed, so the band must be in phase
+    with it, sample for sample (a one-sample slip would leave the band at full level at
+    high frequencies); and the review preview's own band must match the mix's."""
+    rate = 48_000
+    noise = np.random.default_rng(1).normal(scale=0.1, size=rate * 2).astype(np.float32)
+    sf.write(tmp_path / "noise.wav", noise, rate, subtype="FLOAT")
+    cfg = mix.settings(default_config()["mix"], 1)
+    graph = "[0:a]" + mix.speech_band(rate) + "[out]"
+    run_ffmpeg(["-i", file_arg(tmp_path / "noise.wav"), "-filter_complex", graph,
+                "-map", "[out]", "-c:a", "pcm_f32le", file_arg(tmp_path / "band.wav")],
+               stage="mix", path=tmp_path / "noise.wav")
+    band, _ = sf.read(tmp_path / "band.wav", dtype="float32")
+    # the FIR's tail runs on past the bed; the mix's amix stops at the bed's end
+    assert len(band) >= len(noise) and cfg.band_duck_db == 10.0
+    band = band[:len(noise)]
+    spectrum = lambda x: np.abs(np.fft.rfft(x[rate // 2: -rate // 2]))  # noqa: E731
+    ratio = spectrum(band) / spectrum(noise)
+    hz = np.fft.rfftfreq(rate, 1 / rate)
+    assert 0.8 < np.median(ratio[(hz > 300) & (hz < 2000)]) < 1.2  # the band passes
+    assert np.median(ratio[(hz > 6000)]) < 0.05 and np.median(ratio[hz < 60]) < 0.05
+    # in phase: the bed minus its band has (almost) nothing left in the band
+    rest = spectrum(noise - band)[(hz > 300) & (hz < 2000)]
+    assert np.median(rest / spectrum(noise)[(hz > 300) & (hz < 2000)]) < 0.1
+    preview = mix.speech_band_of(noise, rate)
+    inner = slice(rate // 4, -rate // 4)
+    difference = np.sum((preview[inner] - band[inner]) ** 2) / np.sum(band[inner] ** 2)
+    assert 10 * np.log10(difference) < -20  # the same band, to within 1 %

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from scipy.signal import fftconvolve, firwin2
 
 from dubflow import config_schema, fit
 from dubflow.atomic import atomic_path, write_json
@@ -75,7 +76,7 @@ AUTO_BAND_DUCK_DB = {"spleeter": 10.0, "none": 0.0}
 #: flat 150-2400 Hz with shoulders down to 100 and up to 3500 Hz. Its delay is a whole
 #: number of samples (BAND_FIR_S at the dub's rate), taken back out so that the band lines
 #: up with the bed sample for sample: the band is subtracted from the bed, not added.
-SPEECH_BAND = "entry(0,-100);entry(100,-100);entry(150,0);entry(2400,0);entry(3500,-100)"
+SPEECH_BAND = ((0, -100), (100, -100), (150, 0), (2400, 0), (3500, -100))  # (Hz, dB)
 BAND_FIR_S = 0.01
 #: mix.loudness: (integrated LUFS, true-peak ceiling dBTP) of the common delivery specs.
 LOUDNESS_PRESETS = {"streaming": (-16.0, -1.0), "ebu-r128": (-23.0, -1.0),
@@ -583,8 +584,18 @@ def speech_band(rate: int) -> str:
     delay = round(BAND_FIR_S * rate)
     return ",".join([filter_("apad", pad_len=delay),
                      filter_("firequalizer", delay=repr(delay / rate),
-                                     gain_entry=f"'{SPEECH_BAND}'"),
+                                     gain_entry="'" + ";".join(
+                                         f"entry({hz},{db})" for hz, db in SPEECH_BAND) + "'"),
                      filter_("atrim", start_sample=delay), filter_("asetpts", "PTS-STARTPTS")])
+
+
+def speech_band_of(audio: np.ndarray, rate: int) -> np.ndarray:
+    """The speech band of a short mono stretch, as :func:`speech_band` gives it to the mix
+    (a linear-phase FIR from the same table, centred: zero phase), for the review preview."""
+    grid = np.linspace(0.0, rate / 2, 1025)  # firequalizer interpolates in dB
+    gains = 10 ** (np.interp(grid, *zip(*SPEECH_BAND)) / 20)
+    taps = firwin2(2 * round(BAND_FIR_S * rate) + 1, grid, gains, fs=rate)
+    return fftconvolve(audio, taps, mode="same").astype(np.float32)
 
 
 def mix_graph(cfg: MixSettings, with_voice: bool, tail: str, restore: bool = False) -> str:

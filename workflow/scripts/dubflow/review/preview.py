@@ -186,9 +186,13 @@ class Previewer:
             lo, hi = max(0, at), min(len(voice), at + len(audio))
             if hi > lo:
                 voice[lo:hi] += audio[lo - at:hi - at]
-        envelope = mix.gain_envelope(first, len(bed), rate, mix.duck_intervals(placements),
-                                     settings.duck_db)
-        out = (bed * envelope + voice) * 10 ** (language.gain_db / 20)
+        depth = mix.duck_depth(first, len(bed), rate, mix.duck_intervals(placements))
+        envelope = mix.ducked_gain(depth, settings.duck_db)
+        out = bed * envelope + voice
+        if settings.band_duck_db > 0:
+            out += mix.speech_band_of(bed, rate) * envelope * (
+                mix.ducked_gain(depth, settings.band_duck_db) - 1.0)
+        out *= 10 ** (language.gain_db / 20)
         info = {"flags": target.flags, "speed": round(target.speed, 3),
                 "natural_s": round(natural_s, 3), "slot_s": round(target.slot_s, 3),
                 "engine_speed": engine_speed, "start": round(first_s, 3)}
