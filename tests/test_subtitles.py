@@ -133,7 +133,8 @@ def test_speaker_labels_mark_each_change_of_speaker():
 
 def test_ass_is_written_when_asked(tmp_path):
     src = tmp_path / "t.json"
-    src.write_text(json.dumps({"lines": [{"start": 1.0, "end": 3.0, "text": "Olá mundo."}]}))
+    src.write_text(json.dumps({"lines": [{"id": "0001", "start": 1.0, "end": 3.0,
+                                          "text": "Olá mundo."}]}))
     subtitles.run(src, default_config()["subtitles"],
                   ass_path=tmp_path / "a.ass")
     parsed = pysubs2.load(str(tmp_path / "a.ass"), encoding="utf-8")

@@ -295,8 +295,11 @@ def test_bad_config_values(tmp_path):
 
 def test_bad_translation_files(tmp_path):
     tts = tts_config(tmp_path)
-    with pytest.raises(InputError, match="cannot be read as JSON"):
+    with pytest.raises(InputError, match=r"missing\.json is missing .*run the translate stage"):
         synthesize.run(tmp_path / "missing.json", tmp_path / "tts", "pt", tts)
+    (tmp_path / "garbled.json").write_text("{not json")
+    with pytest.raises(InputError, match="cannot be read as JSON"):
+        synthesize.run(tmp_path / "garbled.json", tmp_path / "tts", "pt", tts)
     (tmp_path / "bad.json").write_text('{"lines": 3}')
     with pytest.raises(InputError, match="no 'lines' list"):
         synthesize.run(tmp_path / "bad.json", tmp_path / "tts", "pt", tts)

@@ -14,9 +14,9 @@ from dubflow.atomic import atomic_path, write_json
 from dubflow.ffmpeg_needs import codec, muxer
 from dubflow.ffmpeg_safe import MediaInfo, file_arg, probe, run_ffmpeg
 from dubflow.streams import choose_audio
+from dubflow.wav import ANALYSIS_RATE
 
 STAGE = "extract"
-ANALYSIS_RATE = 16_000
 log = logging.getLogger(__name__)
 
 

@@ -5,13 +5,13 @@ shown for at most ~7 s. Cues are cut at word boundaries using the word timestamp
 cue appears exactly while its words are spoken, preferring breaks after punctuation.
 """
 
-import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pysubs2
 
+from dubflow import records
 from dubflow.atomic import write_text
 
 STAGE = "subtitles"
@@ -226,7 +226,9 @@ def to_ssafile(cues: list[Cue]) -> pysubs2.SSAFile:
 
 def cues_for(text_json: str | Path, subtitles: dict) -> tuple[list[dict], list[Cue]]:
     """Read segments (transcript) or lines (translation) and cut them into cues."""
-    document = json.loads(Path(text_json).read_text(encoding="utf-8"))
+    document = records.read_json(text_json, STAGE, "transcribe or translate")
+    if isinstance(document, dict) and "lines" in document and "segments" not in document:
+        document = asdict(records.read_translation(text_json, STAGE, document))
     segments = document.get("segments", document.get("lines", []))
     cues = build_cues(segments, subtitles, media_end=document.get("duration_s"))
     return segments, cues

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -30,18 +29,20 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from dubflow import condense
+from dubflow import condense, records
 from dubflow import tts_backends as tb
 from dubflow import voices
 from dubflow.progress import Progress
 from dubflow.atomic import atomic_path, link_or_copy, write_json
-from dubflow.errors import ConfigError, InputError
+from dubflow.errors import ConfigError
+from dubflow.records import Translation, TtsLine
+from dubflow.records import TranslationLine as Line
+from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
 
 STAGE = "synthesize"
 # Bump when the audio written for the same inputs changes (trimming, level, format), so
 # old cache entries are not mixed with new ones.
 CACHE_FORMAT = "dubflow-tts-1"
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TARGET_RMS_DBFS = -20.0  # speech level of every line, whatever the backend
 PEAK_LIMIT = 0.95
 TRIM_FLOOR_DB = -45.0  # below the line's peak: silence at the ends is cut below this
@@ -64,54 +65,14 @@ def check_voices(language: str, tts: dict) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Line:
-    id: str
-    speaker: str
-    start: float
-    end: float
-    text: str
-
-
-def read_translation(path: str | Path) -> tuple[dict, list[Line]]:
-    """translation.json and its lines; InputError names the file and what is wrong."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise InputError(
-            f"{path} cannot be read as JSON (stage {STAGE}): {error}; delete it and re-run "
-            f"so the translate stage writes it again"
-        ) from None
-    raw = data.get("lines") if isinstance(data, dict) else None
-    if not isinstance(raw, list):
-        raise InputError(
-            f"{path} has no 'lines' list (stage {STAGE}); it was not written by the translate "
-            f"stage, so delete it and re-run"
-        )
-    lines, seen = [], set()
-    for number, item in enumerate(raw, start=1):
-        try:
-            line = Line(
-                id=str(item["id"]),
-                speaker=str(item.get("speaker") or "SPEAKER_00"),
-                start=float(item.get("start", 0.0)),
-                end=float(item.get("end", 0.0)),
-                text=" ".join(str(item.get("text") or "").split()),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise InputError(
-                f"line {number} of {path} lacks an 'id' or has non-numeric times (stage "
-                f"{STAGE}); fix that line or re-run the translate stage"
-            ) from None
-        if not SAFE_ID.match(line.id) or line.id in seen:
-            problem = "is used twice" if line.id in seen else "cannot name a file"
-            raise InputError(
-                f"line id {line.id!r} in {path} {problem} (stage {STAGE}); ids must be "
-                f"unique and made of letters, digits, '_', '-' or '.', like 0001"
-            )
-        seen.add(line.id)
-        lines.append(line)
-    return data, lines
+def read_translation(path: str | Path) -> Translation:
+    """translation.json as this stage voices it: every line has a speaker (SPEAKER_00
+    without diarization) and its text on one line, single-spaced."""
+    translation = records.read_translation(path, STAGE)
+    for line in translation.lines:
+        line.speaker = line.speaker or "SPEAKER_00"
+        line.text = " ".join(line.text.split())
+    return translation
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,14 +234,12 @@ def source_pitches(lines: list[Line], audio_path: str | Path | None) -> dict[str
     if not audio_path or not Path(audio_path).is_file():
         return {}
     from dubflow.voice_match import speaker_pitches
-    from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
-
     audio = read_analysis_wav(audio_path, STAGE)
     return speaker_pitches(audio, ANALYSIS_RATE,
                            [(line.speaker, line.start, line.end) for line in lines])
 
 
-def voice_report(entries: list[dict], chosen: dict, pitches: dict, folder: Path) -> dict:
+def voice_report(entries: list[TtsLine], chosen: dict, pitches: dict, folder: Path) -> dict:
     """Per speaker: their pitch in the source, the voice that dubs them and its pitch,
     measured on up to VOICE_F0_PROBE_S of the lines it spoke (for the QA page)."""
     from dubflow.pitch import median_f0
@@ -289,8 +248,8 @@ def voice_report(entries: list[dict], chosen: dict, pitches: dict, folder: Path)
     for speaker, voice in chosen.items():
         pieces, seconds = [], 0.0
         for entry in entries:
-            if entry["speaker"] == speaker and entry.get("wav") and seconds < VOICE_F0_PROBE_S:
-                audio, rate = sf.read(str(folder / entry["wav"]), dtype="float32")
+            if entry.speaker == speaker and entry.wav and seconds < VOICE_F0_PROBE_S:
+                audio, rate = sf.read(str(folder / entry.wav), dtype="float32")
                 pieces.append(audio if audio.ndim == 1 else audio.mean(axis=1))
                 seconds += len(pieces[-1]) / rate
         f0 = median_f0(np.concatenate(pieces), rate) if pieces else float("nan")
@@ -340,8 +299,6 @@ def clone_references(lines: list[Line], audio_path: str | Path | None, folder: P
     """
     if audio_path is None:
         return {}
-    from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
-
     audio = read_analysis_wav(audio_path, STAGE)
     references = {}
     for number, speaker in enumerate(speakers):
@@ -510,7 +467,7 @@ def faster_speed(current: float, natural: float, room: float, tts: dict) -> floa
     return round(min(current * factor, fastest), 3)
 
 
-def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dict[str, float],
+def speak_faster_where_needed(entries: list[TtsLine], lines: list[Line], rooms: dict[str, float],
                               chosen: dict, tts: dict, language: str,
                               references: dict) -> list[Job]:
     """Lines too long for their room are spoken again by the engine at up to
@@ -526,20 +483,20 @@ def speak_faster_where_needed(entries: list[dict], lines: list[Line], rooms: dic
     by_id = {line.id: line for line in lines}
     cache_dir, jobs = Path(tts["cache_dir"]), {}
     for entry in entries:
-        line, voice = by_id[entry["id"]], chosen[entry["speaker"]]
-        if not entry["cache_key"] or voice.backend == "kokoro":
+        line, voice = by_id[entry.id], chosen[entry.speaker]
+        if not entry.cache_key or voice.backend == "kokoro":
             continue
-        info = sf.info(str(cache_path(cache_dir, entry["cache_key"])))
-        line_speed = faster_speed(entry.get("engine_speed") or tts["speed"],
-                                  info.frames / info.samplerate, rooms[entry["id"]], tts)
+        info = sf.info(str(cache_path(cache_dir, entry.cache_key)))
+        line_speed = faster_speed(entry.engine_speed or tts["speed"],
+                                  info.frames / info.samplerate, rooms[entry.id], tts)
         if line_speed is None:
             continue
         reference, ref_hash = references.get(line.speaker, (None, None))
         key = cache_key(line.text, voice, line_speed, language, ref_hash)
         path = cache_path(cache_dir, key)
-        entry.update(cache_key=key, engine_speed=line_speed,
-                     cached=key in jobs or read_cached(path) is not None)
-        if not entry["cached"]:
+        entry.cache_key, entry.engine_speed = key, line_speed
+        entry.cached = key in jobs or read_cached(path) is not None
+        if not entry.cached:
             jobs[key] = Job(line.text, voice, reference, path, int(key[:8], 16), line_speed)
     return list(jobs.values())
 
@@ -553,9 +510,9 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
     video 154 of 193 lines need it, and saying them twice was 40 % of the stage's time.
     """
     tts = voices.settings(tts)
-    data, lines = read_translation(translation_path)
-    target = data.get("target_language")
-    if target and str(target) != language:
+    translation = read_translation(translation_path)
+    lines, target = translation.lines, translation.target_language
+    if target and target != language:
         log.warning("%s is for language %s, synthesizing it as %s", translation_path, target, language)
     engines = Engines(tts, language, threads)
     speed = tts["speed"]
@@ -571,20 +528,19 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
         rooms = line_rooms(lines)
         for line in lines:
             voice = chosen[line.speaker]
-            entry = {"id": line.id, "speaker": line.speaker, "start": line.start,
-                     "end": line.end, "text": line.text, "voice": str(voice.spec),
-                     "backend": voice.backend, "wav": None, "duration_s": None,
-                     "sample_rate": None, "cache_key": None, "cached": False}
+            entry = TtsLine(line.id, line.speaker, line.start, line.end, line.text,
+                            str(voice.spec), voice.backend)
             if line.text:
                 reference, ref_hash = references.get(line.speaker, (None, None))
                 line_speed = predicted_speed(line.text, rooms[line.id], voice, tts, engines)
                 key = cache_key(line.text, voice, line_speed, language, ref_hash)
                 path = cache_path(cache_dir, key)
                 # A repeated line ("Yes.") is made once and counts as cached after that.
-                entry.update(cache_key=key, cached=key in jobs or read_cached(path) is not None)
+                entry.cache_key = key
+                entry.cached = key in jobs or read_cached(path) is not None
                 if line_speed != speed:
-                    entry["engine_speed"] = line_speed
-                if not entry["cached"]:
+                    entry.engine_speed = line_speed
+                if not entry.cached:
                     jobs[key] = Job(line.text, voice, reference, path, int(key[:8], 16),
                                     line_speed)
             entries.append(entry)
@@ -593,18 +549,19 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
                                            references)
         make_all(faster, engines, speed)
         for entry in entries:
-            if entry["cache_key"]:
-                path = cache_path(cache_dir, entry["cache_key"])
+            if entry.cache_key:
+                path = cache_path(cache_dir, entry.cache_key)
                 info = sf.info(str(path))
-                link_or_copy(path, folder / f"{entry['id']}.wav")
-                entry.update(wav=f"{entry['id']}.wav", sample_rate=info.samplerate,
-                             duration_s=round(info.frames / info.samplerate, 4))
-        write_json(folder / "lines.json", entries)
+                entry.wav, entry.sample_rate = f"{entry.id}.wav", info.samplerate
+                entry.duration_s = round(info.frames / info.samplerate, 4)
+                link_or_copy(path, folder / entry.wav)
+        rows = records.write_tts_lines(folder / "lines.json", entries)
         write_json(folder / "voices.json", voice_report(entries, chosen, pitches, folder))
     log.info("%d lines: %d synthesized, %d from cache; %d spoken faster than their voice's "
              "pace, %d of them synthesized a second time", len(spoken), len(jobs),
-             len(spoken) - len(jobs), sum("engine_speed" in e for e in entries), len(faster))
-    return entries
+             len(spoken) - len(jobs), sum(e.engine_speed is not None for e in entries),
+             len(faster))
+    return rows
 
 
 if "snakemake" in globals():

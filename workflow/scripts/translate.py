@@ -27,7 +27,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -48,6 +48,9 @@ from dubflow.mt_models import (  # noqa: F401 - check_pair is part of the stage'
     ct2_candidates,
     ct2_kind,
 )
+from dubflow.records import Translation, read_transcript, write_translation
+from dubflow.records import TranslationLine as Line
+from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
 
 STAGE = "translate"
 CACHE_VERSION = 1  # bump when a change here alters what a backend returns for a text
@@ -58,21 +61,6 @@ NO_SPACE_LANGUAGES = {"ja", "zh"}  # sentences are joined without a space
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Line:
-    """One line of translation.json: what is said, by whom, when, in the target language."""
-
-    id: str
-    speaker: str | None
-    start: float
-    end: float
-    source: str
-    text: str = ""
-    edited: bool = False
-    full_text: str | None = None  # the whole translation, when ``text`` had to be condensed
-    condensed_source: str | None = None  # the source without fillers, when that was used
-
-
 @dataclass(frozen=True)
 class Engine:
     """What produces the text: recorded in translation.json and part of every cache key."""
@@ -80,25 +68,6 @@ class Engine:
     backend: str
     model: str  # human-readable
     options: str = ""  # anything else that changes the output (beam size, model file)
-
-
-# --------------------------------------------------------------------------------------
-# Which backend can do which pair (cheap: called at parse time, no model is loaded)
-# --------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------------------
@@ -331,7 +300,7 @@ def whisper_translate(asr: dict, audio, source: str | None, translation: dict,
     return translate
 
 
-def audio_slice(audio, start: float, end: float, rate: int = 16_000):
+def audio_slice(audio, start: float, end: float, rate: int = ANALYSIS_RATE):
     first = max(0, int((start - WHISPER_PAD_S) * rate))
     return audio[first:max(first, int((end + WHISPER_PAD_S) * rate))]
 
@@ -380,19 +349,6 @@ def cache_get(cache_dir: str | Path | None, key: str) -> str | None:
 def cache_put(cache_dir: str | Path | None, key: str, line: Line, text: str) -> None:
     if cache_dir:
         write_json(cache_path(cache_dir, key), {"source": line.source, "text": text})
-
-
-def read_transcript(path: str | Path) -> dict:
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(document.get("segments", []), list):
-            raise ValueError("'segments' is not a list")
-        return document
-    except (OSError, ValueError, AttributeError) as error:
-        raise InputError(
-            f"{path} is not a readable transcript (stage {STAGE}: {error}); delete it and "
-            f"re-run so the transcribe stage writes it again"
-        ) from None
 
 
 def transcript_lines(transcript: dict) -> list[Line]:
@@ -507,8 +463,6 @@ def translate_lines(lines: list[Line], source: str, target: str, translation: di
     cache_dir = translation["cache_dir"] if engine.backend != "none" else None
     audio = None
     if engine.backend == "whisper":
-        from dubflow.wav import read_analysis_wav
-
         audio = read_analysis_wav(audio_path, STAGE)
     translate = None
 
@@ -586,7 +540,7 @@ def run(transcript_path, output_path, target_language: str, translation: dict,
     speaking that much faster would not fit it."""
     translation = {**translation,
                    "condense": {**translation["condense"], "speed_boost": speed_boost}}
-    transcript = read_transcript(transcript_path)
+    transcript = read_transcript(transcript_path, STAGE)
     source = transcript.get("language") or "und"
     lines = transcript_lines(transcript)
     edits = read_edits(edits_path, lines)
@@ -600,15 +554,10 @@ def run(transcript_path, output_path, target_language: str, translation: dict,
         )
     engine, counts = translate_lines(lines, source, target_language, translation, asr,
                                      audio_path, edits, threads)
-    document = {
-        "source_language": source,
-        "target_language": target_language,
-        "duration_s": transcript.get("duration_s"),
-        "backend": engine.backend,
-        "model": engine.model,
-        "lines": [asdict(line) for line in lines],
-    }
-    write_json(output_path, document)
+    document = write_translation(output_path, Translation(
+        source_language=source, target_language=target_language,
+        duration_s=transcript.get("duration_s"), backend=engine.backend, model=engine.model,
+        lines=lines))
     log.info("%s→%s with %s (%s): %d lines, %d translated, %d from cache, %d edited, %d empty",
              source, target_language, engine.backend, engine.model, len(lines),
              counts["translated"], counts["cached"], counts["edited"], counts["empty"])

@@ -28,6 +28,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dubflow.records import FitRow
+
 #: Differences below this many seconds are rounding, not a reason to borrow, speed or trim.
 EPSILON_S = 1e-6
 
@@ -64,6 +66,13 @@ class Placement:
             row[key] = round(row[key], 3)
         row["speed"] = round(row["speed"], 4)
         return row
+
+    def to_row(self, line: dict, cut: dict | None = None) -> FitRow:
+        """The fit.json row: this placement of lines.json row ``line``, and ``cut`` (what
+        the mix cut off a line it had to cut short)."""
+        return FitRow(**self.to_dict(), played_s=round(self.played_s, 3),
+                      text=line.get("text"), speaker=line.get("speaker"),
+                      voice=line.get("voice"), engine_speed=line.get("engine_speed"), cut=cut)
 
 
 def plan(

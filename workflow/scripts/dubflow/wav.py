@@ -1,19 +1,21 @@
-"""The analysis WAV (work/{name}/audio.wav) as the speech stages read it."""
+"""The analysis WAV (work/{name}/audio.wav): the rate extract writes it at, and the reader
+the speech stages share. numpy and soundfile are imported by the reader only, so the rate
+costs extract and translate nothing to import."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
-import soundfile as sf
 
 from dubflow.errors import InputError
 
 ANALYSIS_RATE = 16_000
 
 
-def read_analysis_wav(path: str | Path, stage: str) -> np.ndarray:
+def read_analysis_wav(path: str | Path, stage: str):
     """16 kHz mono float32; anything else was not written by the extract stage."""
+    import numpy as np
+    import soundfile as sf
+
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as error:

@@ -116,7 +116,7 @@ class Previewer:
         cfg = video.settings()
         tts = voices.settings(cfg["tts"])
         folder = video.work / lang
-        _, lines = synthesize.read_translation(folder / "translation.json")
+        lines = synthesize.read_translation(folder / "translation.json").lines
         for line in lines:
             if line.id == line_id:
                 line.text = text
