@@ -289,7 +289,7 @@ def test_loudness_verdict(loudness, verdict):
 def test_bad_input_names_file_and_stage(tmp_path):
     inputs = make_inputs(tmp_path)
     inputs["transcript"].write_text("{not json", encoding="utf-8")
-    with pytest.raises(InputError, match=r"transcript\.json is not valid JSON.*transcribe stage"):
+    with pytest.raises(InputError, match=r"transcript\.json cannot be read as JSON.*transcribe stage"):
         report.build(**inputs)
     assert not inputs["output_html"].exists()
     inputs = make_inputs(tmp_path / "again")

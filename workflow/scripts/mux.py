@@ -14,7 +14,6 @@ it had no title. Every track then also gets the BCP-47 language element, which f
 does not write (dubflow.mkv_languages, in the space ffmpeg is asked to leave for it).
 """
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from dubflow.ffmpeg_safe import MediaInfo, StreamInfo, file_arg, probe, run_ffmp
 from dubflow.streams import choose_audio
 from dubflow.languages import iso639_2, language_name
 from dubflow.mkv_languages import PADDING, add_bcp47
+from dubflow.records import language_of, read_transcript
 
 STAGE = "mux"
 log = logging.getLogger(__name__)
@@ -38,14 +38,6 @@ class Track:
     path: str
     language: str  # ISO 639-1
     title: str
-
-
-def language_of(path: str | Path) -> str:
-    """out/{name}.{lang}.srt or work/{name}/{lang}/dub.mka -> lang (names may contain dots)."""
-    path = Path(path)
-    if path.name == "dub.mka":
-        return path.parent.name
-    return path.name.rsplit(".", 2)[-2]
 
 
 def mux_args(video: str | Path, info: MediaInfo, dialogue: StreamInfo, source_language: str,
@@ -101,7 +93,7 @@ def mux(video: str | Path, transcript: str | Path, subtitle_files: list[str],
     info = probe(video, stage=STAGE, config=ffmpeg)
     audio, why = choose_audio(info, audio_stream, configured_language, STAGE)
     log.info("dubbed dialogue: stream #%s (%s)", audio.index, why)
-    source_language = json.loads(Path(transcript).read_text(encoding="utf-8"))["language"]
+    source_language = read_transcript(transcript, STAGE)["language"]
     dubs = [Track(str(p), language_of(p), f"{language_name(language_of(p))} dub")
             for p in dub_files]
     subtitles = []

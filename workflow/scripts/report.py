@@ -30,6 +30,7 @@ from dubflow.qa_data import (LOUDNESS_TOLERANCE_LU, NO_SPEAKER, DubLine, Languag
                              clock, load_json, load_languages, loudness_verdict, number,
                              read_benchmarks, read_manifest, speaker_order, summary_counts, video_duration)
 from dubflow.qa_timeline import PALETTE, panel_length, timeline_png
+from dubflow.records import read_transcript
 from dubflow.rttm import Turn, read_rttm
 
 STAGE = "report"
@@ -230,7 +231,7 @@ def build(name: str, transcript: str | Path, rttm: str | Path, translations: lis
           separation: list | None = None, streams: str | Path | None = None,
           clips: str | Path | None = None) -> None:
     """Read every stage's output for one video and write out/{name}.report.html."""
-    transcript_doc = load_json(transcript, "transcribe")
+    transcript_doc = read_transcript(transcript, STAGE)
     if not Path(rttm).is_file():
         raise InputError(
             f"{rttm} is missing, so the report stage cannot draw who speaks when; run the "

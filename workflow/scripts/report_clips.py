@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from dubflow.qa_clips import write_clips
-from dubflow.qa_data import language_of, load_languages
+from dubflow.qa_data import load_languages
+from dubflow.records import language_of
 
 STAGE = "report_clips"
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def build(translations: list, fits: list, source_audio: str | Path, dubs: list,
           cache: str | Path | None = None) -> None:
     """Cut out/{name}.report/: one source clip per line span, one dub clip per voiced line."""
     started = time.perf_counter()
-    languages = load_languages(translations, fits, [])
+    languages = load_languages(translations, fits, [], STAGE)
     manifest, encoded = write_clips(languages, source_audio,
                                     {language_of(p): Path(p) for p in dubs}, output_dir,
                                     ffmpeg, cache)

@@ -4,8 +4,8 @@ Kept apart from the rendering (report.py) and the plot (qa_timeline.py) so that 
 page's clips (report_clips.py) join lines exactly as the page does, and so that this part
 imports nothing heavier than the standard library.
 
-fit.json comes from the mix stage and a half-finished or older one may lack any key, so
-every number goes through :func:`number` and a missing figure shows as "–", not a crash.
+translation.json and fit.json are read through dubflow.records, which reads a figure a
+half-finished or older fit.json lacks as None: it shows as "–", not a crash.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dubflow import records
 from dubflow.errors import InputError
+from dubflow.records import FitRow, TranslationLine, language_of, number
 from dubflow.rttm import Turn
 
 STAGE_ORDER = ("extract", "diarize", "transcribe", "translate", "subtitles", "synthesize",
@@ -27,6 +29,8 @@ NO_SPEAKER = "(unlabelled)"  # diarization off or failed: lines still get a row
 #: Flags in the order the page shows them; others follow, sorted.
 FLAG_ORDER = ("condensed", "voice_faster", "borrowed", "led", "sped_up", "trimmed", "unvoiced")
 LOUDNESS_TOLERANCE_LU = 1.0
+#: What a DubLine takes from its fit.json row as it is (None where the row lacks it).
+FIT_FIGURES = ("slot_s", "available_s", "natural_s", "borrowed_s", "speed", "trimmed_s", "played_s")
 MANIFEST = "clips.json"  # in the clips folder: language -> line key -> clip files
 log = logging.getLogger(__name__)
 
@@ -104,41 +108,14 @@ class Timing:
 
 
 def load_json(path: str | Path, producer: str) -> dict:
-    """A JSON input, or one sentence naming the file and the stage that writes it."""
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(
-            f"{path} is missing, so the report stage has nothing to show; run the {producer} "
-            f"stage first (snakemake {path})"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InputError(
-            f"{path} is not valid JSON ({error}); delete it and re-run so the {producer} "
-            f"stage writes it again"
-        ) from None
+    """A JSON object another stage wrote, or one sentence naming it and that stage."""
+    document = records.read_json(path, "report", producer)
     if not isinstance(document, dict):
         raise InputError(
             f"{path} is JSON but not an object; delete it and re-run so the {producer} stage "
             f"writes it again"
         )
     return document
-
-
-def number(value) -> float | None:
-    """A finite float, or None for absent, null, text or NaN (fit.json is still evolving)."""
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        return None
-    return result if math.isfinite(result) else None
-
-
-def line_key(line: dict) -> str:
-    """Lines join on their stable id; a line without one falls back to its start time."""
-    if line.get("id") not in (None, ""):
-        return str(line["id"])
-    return f"@{number(line.get('start')) or 0.0:.3f}"
 
 
 def segment_index(segments: list[dict]) -> tuple[list[float], list[dict]]:
@@ -165,94 +142,67 @@ def source_segment(index: tuple[list[float], list[dict]], start: float, end: flo
     return best
 
 
-def derived_flags(fit: dict) -> set[str]:
-    """Flags implied by the numbers, so a fit.json without a "flags" list still shows them."""
-    flags = set()
-    if (number(fit.get("borrowed_s")) or 0.0) > 0.005:
-        flags.add("borrowed")
-    if (number(fit.get("speed")) or 1.0) > 1.005:
-        flags.add("sped_up")
-    if (number(fit.get("trimmed_s")) or 0.0) > 0.005:
-        flags.add("trimmed")
-    return flags
-
-
-def merge_lines(translation: dict, fit: dict, segments: list[dict]) -> list[DubLine]:
-    """Translation lines with their fit figures and the confidence of their source segment."""
-    fits = {line_key(f): f for f in fit.get("lines") or [] if isinstance(f, dict)}
+def merge_lines(lines: list[TranslationLine], fit: records.Fit | None,
+                segments: list[dict]) -> list[DubLine]:
+    """Translation lines with their fit figures and the confidence of their source segment;
+    a fit row whose line is gone from the translation still gets a row."""
+    fits = {row.id: row for row in fit.lines} if fit else {}
+    by_id = {line.id: line for line in lines}
     index = segment_index(segments)
-    merged, seen = [], set()
-    for line in [*(translation.get("lines") or []), *fits.values()]:
-        if not isinstance(line, dict):
-            continue
-        key = line_key(line)
-        if key in seen:
-            continue
-        seen.add(key)
-        f = fits.get(key, {})
-        start = number(line.get("start")) or number(f.get("start")) or 0.0
-        end = number(line.get("end"))
-        slot = number(f.get("slot_s"))
-        end = end if end is not None else start + (slot or 0.0)
-        flags = {str(flag) for flag in f.get("flags") or []} | derived_flags(f)
+    merged = []
+    for key in [*by_id, *(key for key in fits if key not in by_id)]:
+        line, f = by_id.get(key), fits.get(key) or FitRow(key)
+        start = (line.start if line else 0.0) or f.start or 0.0
+        end = line.end if line else start + (f.slot_s or 0.0)
+        flags = set(f.flags)
         if fit and key not in fits:
             flags.add("unvoiced")  # the mix had nothing to play for it (e.g. empty text)
-        if line.get("full_text"):
+        if line and line.full_text:
             flags.add("condensed")
-        if f.get("engine_speed"):
+        if f.engine_speed:
             flags.add("voice_faster")
         segment = source_segment(index, start, end) or {}
         logprob = number(segment.get("avg_logprob"))
         merged.append(DubLine(
-            id=str(line.get("id") or f.get("id") or ""),
-            speaker=str(line.get("speaker") or f.get("speaker") or NO_SPEAKER),
+            id=key,
+            speaker=(line and line.speaker) or f.speaker or NO_SPEAKER,
             start=start,
             end=end,
-            source=str(line.get("source") or ""),
-            text=str(line.get("text") or f.get("text") or ""),
-            edited=bool(line.get("edited")),
-            voice=str(f.get("voice") or ""),
-            slot_s=slot,
-            available_s=number(f.get("available_s")),
-            natural_s=number(f.get("natural_s")),
-            borrowed_s=number(f.get("borrowed_s")),
-            speed=number(f.get("speed")),
-            trimmed_s=number(f.get("trimmed_s")),
-            played_s=number(f.get("played_s")),
-            played_start=number(f.get("start")) if key in fits else None,
+            source=line.source if line else "",
+            text=(line and line.text) or f.text or "",
+            edited=bool(line and line.edited),
+            voice=f.voice or "",
+            **{name: getattr(f, name) for name in FIT_FIGURES},
+            played_start=f.start if key in fits else None,
             placed=key in fits,
             flags=[flag for flag in FLAG_ORDER if flag in flags]
             + sorted(flags - set(FLAG_ORDER)),
             low_confidence=bool(segment.get("low_confidence")),
             confidence_note=f"avg log-prob {logprob:.2f}" if logprob is not None else "",
-            full_text=str(line.get("full_text") or ""),
-            dropped_words=str((f.get("cut") or {}).get("dropped_words") or ""),
+            full_text=(line and line.full_text) or "",
+            dropped_words=str((f.cut or {}).get("dropped_words") or ""),
         ))
     return sorted(merged, key=lambda line: (line.start, line.id))
 
 
-def language_of(path: str | Path) -> str:
-    """work/{name}/{lang}/translation.json and fit.json share their folder: the language."""
-    return Path(path).parent.name
-
-
-def load_languages(translations: list, fits: list, segments: list[dict]) -> list[Language]:
+def load_languages(translations: list, fits: list, segments: list[dict],
+                   stage: str = "report") -> list[Language]:
     """One Language per translation, paired with the fit.json from the same folder."""
-    fit_docs = {language_of(p): load_json(p, "mix") for p in fits}
+    fit_docs = {language_of(p): records.read_fit(p, stage) for p in fits}
     languages = []
     for path in translations:
-        doc = load_json(path, "translate")
-        code = language_of(path) or str(doc.get("target_language") or "")
-        fit = fit_docs.get(code, {})
+        doc = records.read_translation(path, stage)
+        code = language_of(path) or doc.target_language
+        fit = fit_docs.get(code)
         languages.append(Language(
-            code=str(doc.get("target_language") or code),
-            backend=str(doc.get("backend") or ""),
-            model=str(doc.get("model") or ""),
-            lines=merge_lines(doc, fit, segments),
-            summary=fit.get("summary") if isinstance(fit.get("summary"), dict) else {},
-            loudness=fit.get("loudness") if isinstance(fit.get("loudness"), dict) else {},
-            has_fit=code in fit_docs,
-            voices=fit.get("voices") if isinstance(fit.get("voices"), dict) else {},
+            code=doc.target_language or code,
+            backend=doc.backend,
+            model=doc.model,
+            lines=merge_lines(doc.lines, fit, segments),
+            summary=fit.summary if fit else {},
+            loudness=fit.loudness if fit else {},
+            has_fit=fit is not None,
+            voices=fit.voices if fit else {},
         ))
     return languages
 

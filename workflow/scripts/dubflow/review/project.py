@@ -12,18 +12,18 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from dubflow import condense, settings as dubflow_settings
+from dubflow import condense, records, settings as dubflow_settings
 from dubflow.atomic import write_text
 from dubflow.errors import DubflowError, InputError
 from dubflow.review import choices
 
+STAGE = "review"
 WORKFLOW_DIR = Path(__file__).resolve().parents[3]
 #: Fit flags a reviewer should look at (borrowed and led time are inaudible).
 CHECK_FLAGS = {"sped_up", "trimmed", "condensed", "cut", "low_confidence"}
@@ -150,7 +150,7 @@ class Video:
         if not self.mkv.is_file():
             raise InputError(f"{self.mkv} does not exist; build the video first "
                              f"(snakemake out/{self.name}.mkv), then start the review")
-        transcript = _json(self.work / "transcript.json")
+        transcript = records.read_transcript(self.work / "transcript.json", STAGE)
         self.source_language = str(transcript.get("language") or "")
         low = {str(seg.get("id")) for seg in transcript.get("segments", [])
                if seg.get("low_confidence")}
@@ -158,52 +158,51 @@ class Video:
 
     def _read_language(self, lang: str, cfg: dict, low_confidence: set[str]) -> Language:
         folder = self.work / lang
-        translation = _json(folder / "translation.json")
-        fit = _json(folder / "fit.json")
-        placed = {str(row["id"]): row for row in fit.get("lines", [])}
-        synthesized = {str(row["id"]): row
-                       for row in _json(folder / "tts" / "lines.json", default=[])}
-        lines = translation.get("lines", [])
-        duration = float(translation.get("duration_s") or 0.0)
-        rooms = condense.rooms([condense.Span(str(x["id"]), float(x["start"]), float(x["end"]))
-                                for x in lines])
+        translation = records.read_translation(folder / "translation.json", STAGE)
+        fit = records.read_fit(folder / "fit.json", STAGE)
+        placed = {row.id: row for row in fit.lines}
+        tts_lines = folder / "tts" / "lines.json"
+        synthesized = ({row.id: row.voice for row in records.read_tts_lines(tts_lines, STAGE)}
+                       if tts_lines.exists() else {})
+        lines = translation.lines
+        duration = translation.duration_s or 0.0
+        rooms = condense.rooms([condense.Span(x.id, x.start, x.end) for x in lines])
         per_second = (cfg["translation"]["condense"]["chars_per_second"]
                       * float(cfg["tts"]["max_speed_boost"])
                       * float(cfg["mix"].get("max_speedup") or 1.0))
         rows = []
         for line in lines:
-            line_id = str(line["id"])
-            place = placed.get(line_id, {})
-            flags = list(place.get("flags", []))
-            if place.get("cut"):
+            place = placed.get(line.id) or records.FitRow(line.id)
+            flags = list(place.flags)
+            if place.cut:
                 flags.append("cut")
-            if line.get("full_text"):
+            if line.full_text:
                 flags.append("condensed")
-            if line_id.lstrip("0") in {x.lstrip("0") for x in low_confidence}:
+            if line.id.lstrip("0") in {x.lstrip("0") for x in low_confidence}:
                 flags.append("low_confidence")
-            start, end = float(line["start"]), float(line["end"])
-            room = rooms.get(line_id, end - start)
+            start, end = line.start, line.end
+            room = rooms.get(line.id, end - start)
             if not math.isfinite(room):
                 room = max(end - start, duration - start)
-            play_start = float(place.get("start", start))
+            play_start = start if place.start is None else place.start
             rows.append(Row(
-                id=line_id, speaker=str(line.get("speaker") or "SPEAKER_00"), start=start,
-                end=end, source=str(line.get("source") or ""), text=str(line.get("text") or ""),
-                voice=str(synthesized.get(line_id, {}).get("voice") or ""), flags=flags,
+                id=line.id, speaker=line.speaker or "SPEAKER_00", start=start, end=end,
+                source=line.source, text=line.text, voice=synthesized.get(line.id, ""),
+                flags=flags,
                 # never below what the workflow itself wrote there: a reviewer may always
                 # reword a line without making it longer
-                limit=max(line_limit(room, per_second), letters(str(line.get("text") or ""))),
-                edited=bool(line.get("edited")),
+                limit=max(line_limit(room, per_second), letters(line.text)),
+                edited=line.edited,
                 play_start=play_start,
-                play_end=play_start + float(place.get("played_s", end - start)),
-                full_text=line.get("full_text"), speed=float(place.get("speed", 1.0))))
+                play_end=play_start + (end - start if place.played_s is None else place.played_s),
+                full_text=line.full_text, speed=1.0 if place.speed is None else place.speed))
         voices = {str(speaker): str(info.get("voice"))
-                  for speaker, info in (fit.get("voices") or {}).items()}
+                  for speaker, info in fit.voices.items()}
         for row in rows:
             voices.setdefault(row.speaker, row.voice)
         speakers = sorted({row.speaker for row in rows})
-        return Language(lang, rows, voices, float((fit.get("loudness") or {}).get("gain_db")
-                                                  or 0.0), duration, speakers)
+        return Language(lang, rows, voices, float(fit.loudness.get("gain_db") or 0.0), duration,
+                        speakers)
 
     # -- checking what a request names ---------------------------------------------------
     def language(self, lang: str) -> Language:
@@ -254,16 +253,6 @@ def line_limit(room_s: float, chars_per_second: float) -> int:
 def letters(text: str) -> int:
     """Letters and digits: what a voice takes time to say (as condense.predicted_s counts)."""
     return sum(ch.isalnum() for ch in text)
-
-
-def _json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        if default is not None and not path.exists():
-            return default
-        raise InputError(f"{path} cannot be read ({getattr(error, 'strerror', None) or error}); "
-                         f"build the video again (snakemake out/<name>.mkv)") from None
 
 
 # -- the edits file -----------------------------------------------------------------------
