@@ -783,3 +783,57 @@ def test_speech_band_is_lined_up_with_the_bed_and_the_preview_hears_the_same(tmp
     inner = slice(rate // 4, -rate // 4)
     difference = np.sum((preview[inner] - band[inner]) ** 2) / np.sum(band[inner] ** 2)
     assert 10 * np.log10(difference) < -20  # the same band, to within 1 %
+
+
+def test_a_remix_reuses_the_last_gain_in_one_pass_and_checks_it(speech_mix, tmp_path, caplog,
+                                                                 monkeypatch):
+    """The second mix of the same video writes in one pass with the first's gain, meters
+    the mix before it in that pass, and gives the same figures; a memo whose gain no longer
+    fits, or from other settings, or unreadable, is measured again."""
+    tts, source = speech_mix["tmp"] / "tts", speech_mix["tmp"] / "source.wav"
+    memo = tmp_path / "gain" / "v.pt.json"
+    passes = []
+    real_pass = mix.ffmpeg_pass
+    monkeypatch.setattr(mix, "ffmpeg_pass", lambda *a, **k: passes.append(a[3]) or real_pass(*a, **k))
+
+    def remix(out: str, **settings) -> dict:
+        passes.clear()
+        return mix.run(source, tts, tmp_path / out / "dub.wav", tmp_path / out / "fit.json",
+                       mix_config(**settings), tempo_cache=tmp_path / "tempo", gain_memo=memo)
+
+    first = remix("first")["loudness"]
+    assert len(passes) >= 2 and json.loads(memo.read_text())["normalization"] == "limited"
+    with caplog.at_level(logging.INFO):
+        second = remix("second")["loudness"]
+    assert len(passes) == 1 and "reused the previous mix's gain" in caplog.text
+    assert second == first  # same gain, same file: the meters read the same
+    a, _ = sf.read(tmp_path / "first" / "dub.wav")
+    b, _ = sf.read(tmp_path / "second" / "dub.wav")
+    np.testing.assert_array_equal(a, b)
+
+    data = json.loads(memo.read_text())
+    memo.write_text(json.dumps({**data, "gain_db": data["gain_db"] + 6.0}))  # far off now
+    third = remix("third")["loudness"]
+    assert len(passes) >= 3 and third["output_i"] == pytest.approx(first["output_i"], abs=0.2)
+    assert third["gain_db"] == pytest.approx(first["gain_db"], abs=0.2)
+    remix("other", target_lufs=-23.0)  # other settings: the memo is not used
+    assert len(passes) >= 2
+    memo.write_text("{not json")
+    remix("broken")
+    assert len(passes) >= 2 and json.loads(memo.read_text())["settings"]["target_lufs"] == -16.0
+
+
+def test_meters_are_told_apart_whatever_order_ffmpeg_prints_them(tmp_path):
+    """ffmpeg prints the graph's last meter first (and 5.1 prints a dropped graph's meters
+    too): each meter's own last summary is read, in graph order."""
+    source = tmp_path / "tone.wav"
+    t = np.arange(48000 * 3) / 48000
+    sf.write(source, 0.25 * np.sin(2 * np.pi * 440 * t), 48000)
+    graph = ("[0:a]" + mix.filter_("asplit", 2) + "[pre][post];[pre]" + mix.SAMPLE_METER + ","
+             + mix.filter_("anullsink") + ";[post]" + mix.gain_filter(6.0) + "," + mix.METER
+             + "[out]")
+    result = run_ffmpeg(["-i", file_arg(source), "-filter_complex", graph, "-map", "[out]",
+                         "-f", "null", "-"], stage="mix", path=source)
+    before, after = mix.ebur128_summaries(result.stderr)
+    assert after["i"] - before["i"] == pytest.approx(6.0, abs=0.15)
+    assert mix.ebur128_summary(result.stderr) == after

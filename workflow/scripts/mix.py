@@ -34,6 +34,7 @@ argument longer than 128 KiB cannot even be passed to a process on Linux).
 import bisect
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -48,7 +49,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import fftconvolve, firwin2
 
 from dubflow import config_schema, fit
 from dubflow.atomic import atomic_path, write_json
@@ -592,6 +592,8 @@ def speech_band(rate: int) -> str:
 def speech_band_of(audio: np.ndarray, rate: int) -> np.ndarray:
     """The speech band of a short mono stretch, as :func:`speech_band` gives it to the mix
     (a linear-phase FIR from the same table, centred: zero phase), for the review preview."""
+    from scipy.signal import fftconvolve, firwin2  # 1 s to import: not for the stage itself
+
     grid = np.linspace(0.0, rate / 2, 1025)  # firequalizer interpolates in dB
     gains = 10 ** (np.interp(grid, *zip(*SPEECH_BAND)) / 20)
     taps = firwin2(2 * round(BAND_FIR_S * rate) + 1, grid, gains, fs=rate)
@@ -700,7 +702,8 @@ def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: 
 
 def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: MixSettings,
                       duration_s: float, ffmpeg: dict | None, threads: int,
-                      encoded: Path | None = None, original: Path | None = None) -> dict:
+                      encoded: Path | None = None, original: Path | None = None,
+                      prior: dict | None = None) -> dict:
     """Write dub.wav at the target loudness under the true-peak ceiling; return the figures.
 
     Pass 1 measures (ffmpeg's ``ebur128`` meter: the BS.1770 figures loudnorm's own
@@ -721,15 +724,24 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
     over the ceiling anyway.
 
     The last pass meters what it writes, so fit.json reports the file itself.
+
+    ``prior``: this video's last gain decision (:func:`reuse_gain`), tried first.
     """
     def render(tail: str, write: bool, meter: str = METER) -> dict:
+        return render_measured(tail, write, meter)[-1]
+
+    def render_measured(tail: str, write: bool, meter: str = METER) -> list[dict]:
         with contextlib.ExitStack() as files:
             tmp = files.enter_context(atomic_path(dest)) if write else None
             track = files.enter_context(atomic_path(encoded)) if write and encoded else None
-            return ebur128_summary(ffmpeg_pass(source_wav, control, cfg, tail, tmp,
-                                               duration_s, ffmpeg, threads, track, meter,
-                                               original))
+            return ebur128_summaries(ffmpeg_pass(source_wav, control, cfg, tail, tmp,
+                                                 duration_s, ffmpeg, threads, track, meter,
+                                                 original))
 
+    if prior is not None:
+        reused = reuse_gain(prior, cfg, render_measured)
+        if reused is not None:
+            return reused
     measured = render(filter_("anull"), write=False, meter=SAMPLE_METER)
     figures = {"input_i": measured["i"], "input_peak": measured["tp"],
                "input_lra": measured["lra"]}
@@ -766,15 +778,97 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
                  TRUE_PEAK_RATE)
     return {**figures, "output_i": output["i"], "output_tp": output["tp"],
             "normalization": "limited", "gain_db": final_gain,
-            "limited_db": over + final_gain - gain}
+            "limited_db": over + final_gain - gain, "limiter_rate": rate}
+
+
+def reuse_gain(prior: dict, cfg: MixSettings, render_measured) -> dict | None:
+    """Write the dub once with the gain (and limiter) of this video's previous mix, metering
+    the mix before and after it in the same pass; None, having written nothing that
+    stays, when that is not what :func:`render_normalised` would decide now.
+
+    After a one-line edit the mix's loudness barely moves, so the measuring pass (a
+    fifth of the stage) is skipped, and the rest of the track keeps the level it had
+    instead of moving by a rounding step. The gain is kept only when measuring would
+    take the same path (one gain, or the limiter) and the file written meets the target
+    within LOUDNESS_TOLERANCE_LU and the true-peak ceiling: the same promise as measuring.
+    """
+    gain, limited = float(prior["gain_db"]), prior["normalization"] == "limited"
+    tail = (limiter_filter(cfg, gain, int(prior["limiter_rate"])) if limited
+            else gain_filter(gain))
+    before = (filter_("asplit", 2) + "[pre][post];[pre]" + SAMPLE_METER + ","
+              + filter_("anullsink") + ";[post]" + tail)
+    measured, output = render_measured(before, write=True)
+    needed = cfg.target_lufs - measured["i"]
+    would_limit = round(measured["tp"] + needed - _peak_target(cfg), 2) > 0
+    if (measured["i"] <= SILENCE_LUFS or would_limit != limited
+            or abs(cfg.target_lufs - output["i"]) > LOUDNESS_TOLERANCE_LU
+            or output["tp"] > cfg.true_peak_db):
+        log.info("the previous mix's gain (%+.1f dB, %s) does not fit this one "
+                 "(%.1f LUFS, %.1f dBTP written); measuring again", gain,
+                 prior["normalization"], output["i"], output["tp"])
+        return None
+    log.info("reused the previous mix's gain (%+.1f dB, %s): %.1f LUFS, %.1f dBTP", gain,
+             prior["normalization"], output["i"], output["tp"])
+    return {"input_i": measured["i"], "input_peak": measured["tp"],
+            "input_lra": measured["lra"], "output_i": output["i"], "output_tp": output["tp"],
+            "normalization": prior["normalization"], "gain_db": gain,
+            "limited_db": (max(0.0, measured["tp"] + gain - _peak_target(cfg)) if limited
+                           else 0.0),
+            **({"limiter_rate": int(prior["limiter_rate"])} if limited else {})}
+
+
+def read_gain_memo(path: Path | None, cfg: MixSettings, duration_s: float) -> dict | None:
+    """The previous mix's gain decision for the same settings and length, or None."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        memo = json.loads(path.read_text(encoding="utf-8"))
+        if (memo.get("settings") == dataclasses.asdict(cfg)
+                and memo.get("duration_s") == round(duration_s, 3)
+                and memo.get("normalization") in ("linear", "limited")):
+            float(memo["gain_db"])
+            return memo
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        log.info("%s cannot be read; measuring the mix's loudness", path)
+    return None
+
+
+def write_gain_memo(path: Path | None, cfg: MixSettings, duration_s: float,
+                    loudness: dict) -> None:
+    """Remember the gain decision for the next mix of this video (a cache: failing to
+    write it only costs the next run a measuring pass)."""
+    if path is None or loudness.get("normalization") not in ("linear", "limited"):
+        return
+    memo = {"settings": dataclasses.asdict(cfg), "duration_s": round(duration_s, 3),
+            **{key: loudness[key] for key in ("normalization", "gain_db", "limiter_rate")
+               if key in loudness}}
+    with contextlib.suppress(OSError):
+        write_json(path, memo)
 
 
 def ebur128_summary(stderr: str) -> dict:
-    """Integrated loudness, its gate, loudness range and true peak from ebur128's summary.
+    """The figures of the graph's last meter (the one on what is written)."""
+    return ebur128_summaries(stderr)[-1]
+
+
+def ebur128_summaries(stderr: str) -> list[dict]:
+    """Each ebur128 meter's summary, in graph order: integrated loudness, its gate,
+    loudness range and peak. ffmpeg names each ``Parsed_ebur128_<n>`` in graph order and
+    prints them in another order (some builds twice, the first time for a graph they
+    configure and drop): the last summary of each name counts.
 
     ``-inf`` peak and -70 LUFS (the absolute gate) mean digital silence.
     """
-    summary = stderr[stderr.rindex("Summary:"):]
+    heads = list(re.finditer(r"\[Parsed_ebur128_(\d+) @ [^\]]*\] Summary:", stderr))
+    if not heads:
+        return [_summary_figures(stderr[stderr.rindex("Summary:"):])]
+    last = {}
+    for head, after in zip(heads, heads[1:] + [None]):
+        last[int(head.group(1))] = stderr[head.end():after.start() if after else None]
+    return [_summary_figures(last[index]) for index in sorted(last)]
+
+
+def _summary_figures(summary: str) -> dict:
     number = r"(-?(?:inf|[0-9.]+))"
     found = {
         "i": re.search(rf"I:\s+{number} LUFS", summary),
@@ -801,8 +895,9 @@ def _rounded(value: object) -> float | None:
 
 def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> list[str]:
     """Run each kind of ffmpeg pass this stage can make on a second of audio: measuring,
-    one gain, the limiter at the dub's rate and at 192 kHz (writing the mkv track too), the
-    original mix restored over the bed, and the tempo change. ``make verify`` calls it, so
+    one gain, the limiter at the dub's rate and at 192 kHz (writing the mkv track too), a
+    reused gain metered before and after, the original mix restored over the bed, and the
+    tempo change. ``make verify`` calls it, so
     a binary that lists every option but still cannot run a graph is caught before a
     season is queued on it."""
     cfg = settings(mix)
@@ -832,6 +927,12 @@ def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> lis
                              workdir / "dub.mka", meter)
         ebur128_summary(stderr)
         ran.append(name)
+    reuse = (filter_("asplit", 2) + "[pre][post];[pre]" + SAMPLE_METER + ","
+             + filter_("anullsink") + ";[post]" + gain_filter(-3.0))  # as reuse_gain meters
+    if len(ebur128_summaries(ffmpeg_pass(source, control, cfg, reuse, workdir / "dub.wav", 1.0,
+                                         ffmpeg, 1, workdir / "dub.mka"))) != 2:
+        raise AssertionError("ffmpeg printed one loudness summary for two meters")
+    ran.append("reused gain")
     restore = write_control_of(workdir / "restore.wav", restore=True)
     ebur128_summary(ffmpeg_pass(source, restore, cfg, filter_("anull"), workdir / "dub.wav",
                                 1.0, ffmpeg, 1, meter=SAMPLE_METER, original=source))
@@ -851,14 +952,16 @@ def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> lis
 def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
         fit_json: str | Path, mix: dict, ffmpeg: dict | None = None,
         threads: int = 1, tempo_cache: str | Path | None = None,
-        dub_track: str | Path | None = None, original_wav: str | Path | None = None) -> dict:
+        dub_track: str | Path | None = None, original_wav: str | Path | None = None,
+        gain_memo: str | Path | None = None) -> dict:
     """Write dub.wav, fit.json and (if asked) ``dub_track``, the same audio encoded for
     the mkv (Matroska audio, AAC); return the fit.json content.
 
     ``source_wav`` is what the dub goes over (the separated bed, or the original mix);
     ``original_wav`` the original mix, played again where a line is not voiced when
     mix.restore_dialogue is on. ``tempo_cache``: a folder for sped-up lines
-    (``<tts.cache_dir>/tempo``), or None.
+    (``<tts.cache_dir>/tempo``), or None. ``gain_memo``: where this video's last gain
+    decision is kept (``<mix.cache_dir>/gain/<name>.<lang>.json``), or None.
     """
     source_wav, tts_dir, dub_wav = Path(source_wav), Path(tts_dir), Path(dub_wav)
     threads = max(1, int(threads or 1))
@@ -902,12 +1005,16 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
         else:
             log.warning("%s has no lines to place, so the dub of %s is its original mix, "
                         "normalised", tts_dir / "lines.json", source_wav)
+        memo = Path(gain_memo) if gain_memo else None
         loudness = render_normalised(source_wav, control, dub_wav, cfg, duration, ffmpeg,
                                      threads, Path(dub_track) if dub_track else None,
-                                     Path(original_wav) if restored else None)
+                                     Path(original_wav) if restored else None,
+                                     read_gain_memo(memo, cfg, duration))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     log.info("loudness: %s", loudness)
+    write_gain_memo(memo, cfg, duration, loudness)
+    loudness.pop("limiter_rate", None)
 
     report = {
         "lines": [
@@ -957,4 +1064,5 @@ if "snakemake" in globals():
     run_rule(sm, STAGE, run, source_wav=sm.input.source, tts_dir=sm.input.tts,
              dub_wav=sm.output.dub, fit_json=sm.output.fit, mix=sm.params.mix,
              ffmpeg=sm.params.ffmpeg, threads=sm.threads, tempo_cache=sm.params.tempo_cache,
-             dub_track=sm.output.track, original_wav=sm.input.original)
+             dub_track=sm.output.track, original_wav=sm.input.original,
+             gain_memo=sm.params.gain_memo)

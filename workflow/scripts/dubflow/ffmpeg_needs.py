@@ -43,6 +43,7 @@ FILTERS: dict[str, Need] = {
     "amix": _need(("mix",), inputs=None, normalize=None, duration={"first"}),
     "asplit": _need(("mix",), positional="outputs"),
     "anull": _need(("mix",)),
+    "anullsink": _need(("mix",)),
     "volume": _need(("mix",), positional="volume"),
     "alimiter": _need(("mix",), limit=None, attack=None, release=None, level=None,
                       latency=None),
