@@ -18,11 +18,8 @@ def median_f0(audio: np.ndarray, rate: int, fmin: float = 60.0, fmax: float = 40
     clean synthetic speech: frames count as voiced when their aperiodicity is below
     0.15 and they are within 30 dB of the loudest frame.
     """
-    from scipy.signal import resample_poly
-
     if rate != 16000:
-        audio = resample_poly(audio, 16000 // np.gcd(16000, rate), rate // np.gcd(16000, rate))
-        rate = 16000
+        audio, rate = to_16k(audio, rate), 16000
     frame, hop = int(0.04 * rate), int(0.01 * rate)
     tau_min, tau_max = int(rate / fmax), int(rate / fmin)
     if len(audio) < frame + tau_max:
@@ -43,6 +40,17 @@ def median_f0(audio: np.ndarray, rate: int, fmin: float = 60.0, fmax: float = 40
             tau += 1  # walk down to the local minimum
         pitches.append(rate / (tau + 1))
     return float(np.median(pitches)) if pitches else float("nan")
+
+
+def to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
+    """``audio`` at 16 kHz by cutting (or padding) its spectrum: band-limited like a
+    polyphase resampler, for a median over seconds of speech, without importing
+    scipy.signal (1 s, more than the analysis itself in a one-line re-synthesis)."""
+    frames = round(len(audio) * 16000 / rate)
+    spectrum = np.fft.rfft(np.asarray(audio, dtype=np.float64))
+    kept = np.zeros(frames // 2 + 1, dtype=complex)
+    kept[:min(len(kept), len(spectrum))] = spectrum[:len(kept)]
+    return np.fft.irfft(kept, frames) * (frames / max(len(audio), 1))
 
 
 def _yin_difference(chunk: np.ndarray, frame: int, tau_max: int) -> np.ndarray:

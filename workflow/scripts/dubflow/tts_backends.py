@@ -580,11 +580,11 @@ def shift_voice(synthesize, text: str, spec: VoiceSpec, speed: float) -> tuple[n
     a listener, and a speaker-embedding model, hears another person. This is how one
     neural voice serves several speakers without a second model.
     """
-    from scipy.signal import resample_poly
-
     factor = spec.number("shift", 1.0)
     if factor == 1.0:
         return synthesize(text, spec, speed)
+    from scipy.signal import resample_poly  # 1 s to import: only for a shifted voice
+
     audio, rate = synthesize(text, spec, speed / factor)
     up, down = 100, round(100 * factor)
     return resample_poly(audio, up, down).astype(np.float32), rate
