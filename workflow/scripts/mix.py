@@ -64,14 +64,14 @@ log = logging.getLogger(__name__)
 #: 10 dB under (the per-cell measure of tests/test_separation), so a light 10 dB dip keeps
 #: the music 2 dB fuller than the 12 dB the unseparated mix needs; the band duck below
 #: does the rest.
-AUTO_DUCK_DB = {"spleeter": 10.0, "none": 12.0}
+AUTO_DUCK_DB = {"spleeter": 10.0, "dtln": 10.0, "none": 12.0}
 #: mix.band_duck_db: auto. What Spleeter leaves of the original speech sits almost all in
 #: 150-2400 Hz (fundamentals and first formants sharing cells with chords and bass: 97 % of
 #: the leak, measured per band in tests/test_separation), where the dub voice is too. A
 #: further 10 dB dip there under a line takes the original voices 30 dB or more under the
 #: dub (30.4 dB at equal level, 39.8 with the music 10 dB under the speech; the broadband
 #: duck alone: 21.3 and 30.3) while the music's lows and highs stay at the light duck.
-AUTO_BAND_DUCK_DB = {"spleeter": 10.0, "none": 0.0}
+AUTO_BAND_DUCK_DB = {"spleeter": 10.0, "dtln": 10.0, "none": 0.0}
 #: The speech band as a zero-phase FIR (ffmpeg's firequalizer, gains in dB by frequency):
 #: flat 150-2400 Hz with shoulders down to 100 and up to 3500 Hz. Its delay is a whole
 #: number of samples (BAND_FIR_S at the dub's rate), taken back out so that the band lines

@@ -303,10 +303,14 @@ def preflight(config: dict, workflow_dir: str | Path) -> None:
     from dubflow.ffmpeg_safe import check_capabilities
 
     check_diarization(config["diarization"])
-    if config["mix"]["separation"] != "none":
+    if config["mix"]["separation"] == "spleeter":
         from dubflow.separation_weights import check_weights
 
         check_weights()
+    elif config["mix"]["separation"] == "dtln":
+        from dubflow.dtln import check_model
+
+        check_model(config["mix"]["dtln_model"])
     check_capabilities(config["ffmpeg"])
     check_writable(("out", "work", "logs", "benchmarks"))
 
@@ -323,6 +327,7 @@ def resolve_model_paths(config: dict, workflow_dir: str | Path) -> None:
     tts["piper_voices"] = {name: resolve(path) for name, path in tts["piper_voices"].items()}
     tts["kokoro_model"] = resolve(tts["kokoro_model"])
     tts["coqui"]["model_dir"] = resolve(tts["coqui"]["model_dir"])
+    config["mix"]["dtln_model"] = resolve(config["mix"]["dtln_model"])
 
 
 def check_languages(config: dict, samples: dict[str, Sample]) -> None:
