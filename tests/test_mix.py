@@ -703,10 +703,16 @@ def test_bad_tts_wav_is_one_sentence_and_leaves_nothing(tmp_path, damage):
 def test_missing_lines_json_is_an_input_error(tmp_path):
     source = make_source(tmp_path / "source.wav", 2.0)
     (tmp_path / "tts").mkdir()
-    with pytest.raises(InputError, match="lines.json does not exist .* synthesize"):
+    with pytest.raises(InputError, match=r"lines.json is missing \(stage mix\); run the "
+                                         r"synthesize stage"):
         mix.run(source, tmp_path / "tts", tmp_path / "dub.wav", tmp_path / "fit.json", mix_config())
     (tmp_path / "tts" / "lines.json").write_text('[{"id": "1", "start": 1.0}]')
-    with pytest.raises(InputError, match=r"lines.json is not a valid line list \(no 'end'\)"):
+    with pytest.raises(InputError, match=r"line 1 of .*lines.json lacks an 'id' or has "
+                                         r"non-numeric times \(stage mix\)"):
+        mix.run(source, tmp_path / "tts", tmp_path / "dub.wav", tmp_path / "fit.json", mix_config())
+    (tmp_path / "tts" / "lines.json").write_text('[{"id": "1", "start": -1.0, "end": 1.0}]')
+    with pytest.raises(InputError, match=r"line 1 of .*lines.json starts at -1.0 s, before "
+                                         r"the video \(stage mix\)"):
         mix.run(source, tmp_path / "tts", tmp_path / "dub.wav", tmp_path / "fit.json", mix_config())
     assert not (tmp_path / "dub.wav").exists()
 

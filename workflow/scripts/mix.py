@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dubflow import config_schema, fit
+from dubflow import config_schema, fit, records
 from dubflow.atomic import atomic_path, write_json
 from dubflow.errors import InputError
 from dubflow.ffmpeg_needs import codec, filter_, muxer
@@ -194,25 +194,14 @@ def read_lines(tts_dir: str | Path) -> list[dict]:
     """
     tts_dir = Path(tts_dir)
     index = tts_dir / "lines.json"
-    if not index.is_file():
-        raise InputError(
-            f"{index} does not exist (stage {STAGE}); re-run the synthesize stage for this "
-            "video and language so it writes the line list."
-        )
-    try:
-        lines = json.loads(index.read_text(encoding="utf-8"))
-        if not isinstance(lines, list) or not all(isinstance(x, dict) for x in lines):
-            raise ValueError("not a list of line objects")
-        for line in lines:
-            start, end = float(line["start"]), float(line["end"])
-            if not (math.isfinite(start) and math.isfinite(end) and start >= 0):
-                raise ValueError(f"line {line['id']} has start {start} and end {end}")
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        reason = f"no {error}" if isinstance(error, KeyError) else _reason(error)
-        raise InputError(
-            f"{index} is not a valid line list ({reason}) (stage {STAGE}); re-run the "
-            "synthesize stage for this video and language to write it again."
-        ) from None
+    lines = [row.to_dict() for row in records.read_tts_lines(index, STAGE)]
+    for line in lines:
+        if line["start"] < 0:
+            raise InputError(
+                f"line {line['id']} of {index} starts at {line['start']} s, before the video "
+                f"(stage {STAGE}); re-run the synthesize stage for this video and language "
+                "to write it again."
+            )
     checked = []
     for line in lines:
         if line.get("wav"):
@@ -1016,27 +1005,16 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
     write_gain_memo(memo, cfg, duration, loudness)
     loudness.pop("limiter_rate", None)
 
-    report = {
-        "lines": [
-            {**p.to_dict(), "played_s": round(p.played_s, 3),
-             "text": by_id[p.id].get("text"), "speaker": by_id[p.id].get("speaker"),
-             "voice": by_id[p.id].get("voice"),
-             "engine_speed": by_id[p.id].get("engine_speed"),
-             **({"cut": cut_record(cuts[p.id], by_id[p.id].get("text"))} if p.id in cuts else {})}
-            for p in placements
-        ],
-        "summary": fit.summary(placements),
-        "restored": [list(span) for span in restored],
-        "voices": read_voices(tts_dir),
-        "loudness": {
-            **{key: _rounded(value) if isinstance(value, float) else value
-               for key, value in loudness.items()},
-            "target_lufs": cfg.target_lufs,
-            "true_peak_db": cfg.true_peak_db,
-        },
-    }
-    write_json(fit_json, report)
-    return report
+    return records.write_fit(fit_json, records.Fit(
+        lines=[p.to_row(by_id[p.id], cut_record(cuts[p.id], by_id[p.id].get("text"))
+                        if p.id in cuts else None) for p in placements],
+        summary=fit.summary(placements),
+        restored=[list(span) for span in restored],
+        voices=read_voices(tts_dir),
+        loudness={**{key: _rounded(value) if isinstance(value, float) else value
+                     for key, value in loudness.items()},
+                  "target_lufs": cfg.target_lufs, "true_peak_db": cfg.true_peak_db},
+    ))
 
 
 def read_voices(tts_dir: Path) -> dict:
