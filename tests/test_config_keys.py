@@ -35,7 +35,6 @@ WHOLE = ("config", "merged")
 FILE_ALIASES = {
     "diarize.py": {"settings": ("diarization",)},
     "diarize_models.py": {"settings": ("diarization",)},
-    "speaker_db.py": {"settings": ("diarization",)},
     "translate.py": {"settings": ("translation", "condense"),
                      "config": None},  # a model folder's config.json
     "tts_backends.py": {"config": None},  # a voice's .onnx.json
@@ -141,7 +140,8 @@ def test_the_scan_finds_the_reads_it_must_check():
     assert ("workflow/scripts/mix.py", ("mix", "loudness")) in reads
     assert ("workflow/scripts/translate.py", ("translation", "beam_size")) in reads
     assert ("workflow/scripts/translate.py", ("translation", "condense", "enabled")) in reads
-    assert ("workflow/scripts/diarize.py", ("diarization", "match_threshold")) in reads
+    assert ("workflow/scripts/speaker_ids.py", ("diarization", "match_threshold")) in reads
+    assert ("workflow/rules/diarize.smk", ("diarization", "series")) in reads
     assert ("workflow/rules/mix.smk", ("mix",)) in reads
     assert ("workflow/rules/separate.smk", ("mix", "separation")) in reads
 

@@ -7,9 +7,10 @@ tests share one pyannote pipeline (built once per process by diarize.load_pipeli
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ import pytest
 
 import conversation
 import diarize
+import speaker_ids
+from conftest import ROOT, TINY_EN
+from dubflow import speaker_db
 from dubflow.errors import ConfigError, InputError, ModelError
 
 # Our references and hypotheses cover the whole file, so the approximated UEM is exact.
@@ -36,13 +40,16 @@ THREADS = 2
 
 @pytest.fixture(scope="session")
 def media(tmp_path_factory) -> dict[str, tuple[Path, list[conversation.RefTurn]]]:
-    """A meeting of three voices and two 'episodes' of the same voices in other orders."""
+    """A meeting of three voices and three 'episodes' of the same voices in other orders."""
     root = tmp_path_factory.mktemp("diarize-media")
     scripts = {
         "meeting": conversation.round_robin(THREE_VOICES),
         "episode1": conversation.round_robin(THREE_VOICES, conversation.LINES[:9]),
         "episode2": conversation.round_robin(
             ["espeak_f3", "joe", "joe_high"], conversation.LINES[7:]
+        ),
+        "episode3": conversation.round_robin(
+            ["joe_high", "espeak_f3", "joe"], conversation.LINES[3:12]
         ),
     }
     out = {}
@@ -187,34 +194,140 @@ def test_hub_backend_runs_a_local_pipeline_folder(media, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
-def test_same_voices_get_same_ids_across_episodes(media, tmp_path):
-    settings = {"series": "Our Show", "speaker_db": str(tmp_path / "speakers")}
+SERIES = ("episode1", "episode2", "episode3")
+
+
+@pytest.fixture(scope="session")
+def diarized(media, tmp_path_factory) -> Path:
+    """The diarize stage's own files (local RTTM, centroids) for each conversation, as it
+    writes them under work/{name}/: computed once, copied into each test's workspace."""
+    root = tmp_path_factory.mktemp("diarized")
+    for name in (*SERIES, "meeting"):
+        audio, _ = media[name]
+        diarize.run(audio, root / name / "speakers.local.rttm", {}, THREADS, name,
+                    centroids_path=root / name / "speaker_centroids.json")
+    return root
+
+
+def series_workspace(path: Path, diarized: Path, episodes: dict[str, str]) -> Path:
+    """A project folder whose sheet puts ``episodes`` (name -> conversation) in one series,
+    with diarize's files in place: Snakemake runs only speaker_ids (--allowed-rules)."""
+    import yaml
+
+    (path / "in").mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config.update(samples="samples.tsv")
+    config["asr"]["model"] = str(TINY_EN)
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = ["name\tpath\tseries"]
+    for name, source in episodes.items():
+        (path / "in" / f"{name}.mp4").write_bytes(b"never read: diarize's files exist")
+        rows.append(f"{name}\tin/{name}.mp4\tOur Show")
+        work = path / "work" / name
+        if not work.is_dir():  # as diarize writes them for this name
+            work.mkdir(parents=True)
+            rttm = (diarized / source / "speakers.local.rttm").read_text()
+            (work / "speakers.local.rttm").write_text(rttm.replace(f" {source} ", f" {name} "))
+            centroids = (diarized / source / "speaker_centroids.json").read_text()
+            (work / "speaker_centroids.json").write_text(
+                centroids.replace(f'"recording": "{source}"', f'"recording": "{name}"'))
+    (path / "samples.tsv").write_text("\n".join(rows) + "\n")
+    return path
+
+
+def speaker_ids_run(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
+         "--configfile", "config.yaml", "--allowed-rules", "speaker_ids", *args],
+        cwd=workspace, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def planned(workspace: Path, *targets: str) -> list[str]:
+    """The speaker_ids jobs a dry run would run (their output files)."""
+    run = speaker_ids_run(workspace, "-n", "--cores", "1", *targets)
+    return sorted(re.findall(r"output: (work/\S+/speakers\.rttm)", run.stdout))
+
+
+def rttms(workspace: Path, names) -> dict[str, bytes]:
+    return {name: (workspace / "work" / name / "speakers.rttm").read_bytes() for name in names}
+
+
+def test_series_ids_follow_name_order_not_job_order(media, diarized, tmp_path):
+    """Three episodes, relabelled in three job orders: the same bytes every time, and the
+    same voice has the same id in every episode (the first keeps its ids by appearance)."""
+    episodes = {name: name for name in SERIES}
+    targets = [f"work/{name}/speakers.rttm" for name in SERIES]
+    results = []
+    for label, runs in [
+        ("reverse, one call per episode", [["--cores", "1", t] for t in reversed(targets)]),
+        ("all at once, two jobs at a time", [["--cores", "2", *targets]]),
+        ("middle first", [["--cores", "1", targets[1]], ["--cores", "1", targets[2], targets[0]]]),
+    ]:
+        ws = series_workspace(tmp_path / label.replace(" ", "_"), diarized, episodes)
+        for args in runs:
+            speaker_ids_run(ws, *args)
+        results.append(rttms(ws, SERIES))
+    assert results[0] == results[1] == results[2]
+
     ids = {}
-    for episode in ("episode1", "episode2"):
-        audio, reference = media[episode]
-        turns = diarize.run(
-            audio, tmp_path / episode / "speakers.rttm", settings, THREADS, episode
-        )
-        ids[episode] = voice_to_speaker(reference, turns)
-        error = der(reference, turns)["diarization error rate"]
-        print(f"\n{episode}: {ids[episode]}, DER {error:.2%}")
-    assert ids["episode1"] == ids["episode2"]
-    assert len(set(ids["episode1"].values())) == 3
+    for name in SERIES:
+        turns = diarize.read_rttm(ws / "work" / name / "speakers.rttm")
+        ids[name] = voice_to_speaker(media[name][1], turns)
+        print(f"\n{name}: {ids[name]}, DER {der(media[name][1], turns)['diarization error rate']:.2%}")
+    assert ids["episode1"] == ids["episode2"] == ids["episode3"]
+    assert sorted(ids["episode1"].values()) == ["SPEAKER_00", "SPEAKER_01", "SPEAKER_02"]
+    # the first episode's ids are its own, by first appearance
+    assert results[0]["episode1"] == (ws / "work" / "episode1" / "speakers.local.rttm").read_bytes()
+    assert not list((ws / "work").rglob("*partial*"))
 
-    db_file = tmp_path / "speakers" / "Our_Show.json"
-    db = json.loads(db_file.read_text())
-    assert sorted(db["speakers"]) == sorted(ids["episode1"].values())
-    assert {s["count"] for s in db["speakers"].values()} == {2}
-    assert not [p for p in db_file.parent.iterdir() if "partial" in p.name]
 
-    # Re-running an episode (Snakemake reruns a rule after a change) keeps its ids and
-    # replaces that episode's contribution instead of counting it twice.
-    audio, reference = media["episode1"]
-    turns = diarize.run(audio, tmp_path / "again.rttm", settings, THREADS, "episode1")
-    assert voice_to_speaker(reference, turns) == ids["episode1"]
-    db = json.loads(db_file.read_text())
-    assert {s["count"] for s in db["speakers"].values()} == {2}
-    assert db["next_id"] == 3
+def test_a_later_episode_or_a_new_diarization_reruns_only_what_it_changes(media, diarized, tmp_path):
+    """Adding episode 4 leaves episodes 1-3 alone; re-diarizing episode 2 (here with a
+    wrong speaker count) re-runs the relabelling of episodes 2 and 3, not of 1."""
+    names = ("ep1", "ep2", "ep3")
+    ws = series_workspace(tmp_path, diarized, dict(zip(names, SERIES, strict=True)))
+    all_targets = [f"work/{name}/speakers.rttm" for name in (*names, "ep4")]
+    speaker_ids_run(ws, "--cores", "2", *all_targets[:3])
+    before = rttms(ws, names)
+    stamps = {n: (ws / "work" / n / "speakers.rttm").stat().st_mtime_ns for n in names}
+    assert planned(ws, *all_targets[:3]) == []
+
+    series_workspace(ws, diarized, {**dict(zip(names, SERIES, strict=True)), "ep4": "meeting"})
+    assert planned(ws, *all_targets) == ["work/ep4/speakers.rttm"]
+    speaker_ids_run(ws, "--cores", "2", *all_targets)
+    assert rttms(ws, names) == before
+    assert {n: (ws / "work" / n / "speakers.rttm").stat().st_mtime_ns for n in names} == stamps
+    # the meeting has the series' three voices: no new id
+    meeting = diarize.read_rttm(ws / "work" / "ep4" / "speakers.rttm")
+    assert voice_to_speaker(media["meeting"][1], meeting) == voice_to_speaker(
+        media["episode1"][1], diarize.read_rttm(ws / "work" / "ep1" / "speakers.rttm"))
+
+    # The same result again (diarize re-run, same files): Snakemake sees equal checksums.
+    audio, _ = media["episode2"]
+    work = ws / "work" / "ep2"
+    diarize.run(audio, work / "speakers.local.rttm", {}, THREADS, "ep2",
+                centroids_path=work / "speaker_centroids.json")
+    assert planned(ws, *all_targets) == []
+    # A different result: the episodes named after ep2 are relabelled (ep4 too), ep1 not.
+    diarize.run(audio, work / "speakers.local.rttm", {"num_speakers": 2}, THREADS, "ep2",
+                centroids_path=work / "speaker_centroids.json")
+    assert planned(ws, *all_targets) == [
+        "work/ep2/speakers.rttm", "work/ep3/speakers.rttm", "work/ep4/speakers.rttm"]
+    assert planned(ws, *all_targets[:3]) == ["work/ep2/speakers.rttm", "work/ep3/speakers.rttm"]
+
+
+def test_without_a_series_the_rttm_is_diarize_own(diarized, tmp_path):
+    """No series: speakers.rttm is the local RTTM byte for byte (ids by first appearance)."""
+    out = tmp_path / "speakers.rttm"
+    local = diarized / "meeting" / "speakers.local.rttm"
+    settings = {"series": None, "match_threshold": 0.75}
+    mapping = speaker_ids.run(local, diarized / "meeting" / "speaker_centroids.json", [], out,
+                              settings, "meeting")
+    assert mapping == {} and out.read_bytes() == local.read_bytes()
+    assert local.read_text().split()[7] == "SPEAKER_00"
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,16 +359,16 @@ def _vec(*values: float) -> np.ndarray:
 
 
 def test_match_is_one_to_one_and_new_ids_continue():
-    db = diarize.SpeakerDB(series="s", next_id=2)
-    db.speakers["SPEAKER_00"] = diarize.KnownSpeaker(centroid=[1.0, 0.0, 0.0], count=1)
-    db.speakers["SPEAKER_01"] = diarize.KnownSpeaker(centroid=[0.0, 1.0, 0.0], count=1)
+    db = speaker_db.SpeakerDB(series="s", next_id=2)
+    db.speakers["SPEAKER_00"] = speaker_db.KnownSpeaker(centroid=[1.0, 0.0, 0.0], count=1)
+    db.speakers["SPEAKER_01"] = speaker_db.KnownSpeaker(centroid=[0.0, 1.0, 0.0], count=1)
     centroids = {
         "A": _vec(0.1, 0.99, 0.0),  # SPEAKER_01
         "B": _vec(0.95, 0.2, 0.0),  # SPEAKER_00
         "C": _vec(0.8, 0.3, 0.5),  # 0.81 to SPEAKER_00, but B (0.98) takes it: new id
         "D": _vec(0.0, 0.0, 1.0),  # nobody known
     }
-    mapping = diarize.match_speakers(centroids, ["A", "B", "C", "D"], db, 0.75)
+    mapping = speaker_db.match_speakers(centroids, ["A", "B", "C", "D"], db, 0.75)
     assert mapping == {
         "A": "SPEAKER_01",
         "B": "SPEAKER_00",
@@ -266,31 +379,75 @@ def test_match_is_one_to_one_and_new_ids_continue():
 
 
 def test_update_keeps_a_mean_per_episode_and_is_idempotent():
-    db = diarize.SpeakerDB(series="s")
-    diarize.update_speaker_db(db, {"SPEAKER_00": _vec(1.0, 0.0)}, "ep1")
-    diarize.update_speaker_db(db, {"SPEAKER_00": _vec(0.0, 2.0)}, "ep2")
-    diarize.update_speaker_db(db, {"SPEAKER_00": _vec(0.0, 2.0)}, "ep2")  # rerun
+    db = speaker_db.SpeakerDB(series="s")
+    speaker_db.update_speaker_db(db, {"SPEAKER_00": _vec(1.0, 0.0)}, "ep1")
+    speaker_db.update_speaker_db(db, {"SPEAKER_00": _vec(0.0, 2.0)}, "ep2")
+    speaker_db.update_speaker_db(db, {"SPEAKER_00": _vec(0.0, 2.0)}, "ep2")  # again
     speaker = db.speakers["SPEAKER_00"]
     assert speaker.count == 2
     assert np.allclose(speaker.centroid, np.array([1.0, 1.0]) / np.sqrt(2))
 
 
-def test_speaker_db_survives_a_round_trip(tmp_path):
-    db = diarize.SpeakerDB(series="s", next_id=1)
-    diarize.update_speaker_db(db, {"SPEAKER_00": _vec(3.0, 4.0)}, "ep1")
-    path = tmp_path / "s.json"
-    diarize.save_speaker_db(path, db)
-    again = diarize.load_speaker_db(path, "s")
-    assert again.next_id == 1 and again.speakers["SPEAKER_00"].centroid == [0.6, 0.8]
+def test_episode_speakers_round_trip_and_damage(tmp_path):
+    path = tmp_path / "speaker_centroids.json"
+    centroids = {"SPEAKER_00": _vec(3.0, 4.0), "SPEAKER_01": _vec(np.nan, 1.0)}
+    speaker_db.write_episode_speakers(path, "ep 1", ["SPEAKER_00", "SPEAKER_01", "SPEAKER_02"],
+                                      centroids)
+    back = speaker_db.read_episode_speakers(path, "speaker_ids")
+    assert back.recording == "ep 1" and back.order == ["SPEAKER_00", "SPEAKER_01", "SPEAKER_02"]
+    assert list(back.centroids) == ["SPEAKER_00"]  # no usable vector: no centroid
+    assert back.centroids["SPEAKER_00"].tolist() == [0.6, 0.8]
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
     path.write_text("{broken")
-    with pytest.raises(InputError, match="damaged"):
-        diarize.load_speaker_db(path, "s")
+    with pytest.raises(InputError, match="re-run so the diarize stage"):
+        speaker_db.read_episode_speakers(path, "speaker_ids")
+    with pytest.raises(InputError, match="run the diarize stage first"):
+        speaker_db.read_episode_speakers(tmp_path / "missing.json", "speaker_ids")
 
 
-def test_db_path_is_per_series_and_safe():
-    assert diarize.speaker_db_path({"series": None}) is None
-    path = diarize.speaker_db_path({"series": "../The Show: S1", "speaker_db": "speakers"})
-    assert path.parent == Path("speakers") and re.fullmatch(r"[\w.-]+\.json", path.name)
+def test_replay_matches_each_episode_to_those_before_it():
+    """Name order decides: episode 1 keeps its ids; a known voice keeps its id; a new one
+    takes the next free id; an episode without speech changes nothing."""
+    def episode(name, *vectors):
+        order = [speaker_db.speaker_id(i) for i in range(len(vectors))]
+        return speaker_db.EpisodeSpeakers(name, order, dict(zip(order, vectors, strict=True)))
+
+    a, b, c = _vec(1.0, 0.0, 0.0), _vec(0.0, 1.0, 0.0), _vec(0.0, 0.0, 1.0)
+    episodes = [episode("ep1", a, b), episode("ep2"), episode("ep3", c, b * 2, a)]
+    db, mappings = speaker_db.replay(episodes, "s", 0.75)
+    assert mappings == [
+        {"SPEAKER_00": "SPEAKER_00", "SPEAKER_01": "SPEAKER_01"},
+        {},
+        {"SPEAKER_00": "SPEAKER_02", "SPEAKER_01": "SPEAKER_01", "SPEAKER_02": "SPEAKER_00"},
+    ]
+    assert db.next_id == 3 and {s.count for s in db.speakers.values()} == {1, 2}
+    # an episode named later does not change the ones before it
+    _, longer = speaker_db.replay([*episodes, episode("ep4", c, a)], "s", 0.75)
+    assert longer[:3] == mappings
+
+
+def test_series_relabels_the_local_rttm(tmp_path):
+    """speaker_ids.run on hand-made files: the local labels become the series ids."""
+    def write(name, turns, *vectors):
+        work = tmp_path / name
+        diarize.write_rttm(work / "speakers.local.rttm", turns, name)
+        order = diarize.appearance_order(turns)
+        speaker_db.write_episode_speakers(work / "speaker_centroids.json", name, order,
+                                          dict(zip(order, vectors, strict=True)))
+        return work
+
+    t = diarize.Turn
+    one = write("ep1", [t(0.0, 1.0, "SPEAKER_00"), t(1.0, 2.5, "SPEAKER_01")],
+                _vec(1.0, 0.0), _vec(0.0, 1.0))
+    two = write("ep2", [t(0.5, 1.0, "SPEAKER_00"), t(1.2, 2.0, "SPEAKER_01")],
+                _vec(0.1, 1.0), _vec(1.0, 0.1))
+    settings = {"series": "s", "match_threshold": 0.75}
+    out = tmp_path / "speakers.rttm"
+    mapping = speaker_ids.run(two / "speakers.local.rttm", two / "speaker_centroids.json",
+                              [one / "speaker_centroids.json"], out, settings, "ep2")
+    assert mapping == {"SPEAKER_00": "SPEAKER_01", "SPEAKER_01": "SPEAKER_00"}
+    assert [x.speaker for x in diarize.read_rttm(out)] == ["SPEAKER_01", "SPEAKER_00"]
+    assert out.read_text().startswith("SPEAKER ep2 1 0.500 0.500 <NA> <NA> SPEAKER_01")
 
 
 @pytest.mark.parametrize(

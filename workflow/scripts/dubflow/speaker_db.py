@@ -1,24 +1,23 @@
 """Speakers who keep their ids across the episodes of a series.
 
-Each series has one JSON file, ``{speaker_db}/{series}.json``, with every known
-speaker's centroid embedding (unit length, the mean of its per-episode centroids). A new
-episode's speakers are matched to those one to one by cosine similarity, so
-``SPEAKER_01`` is the same character, and later keeps the same dub voice, in every
-episode. Unmatched speakers get the next free id.
+The diarize stage labels each episode's speakers by first appearance and writes their
+centroid embeddings (``work/{name}/speaker_centroids.json``, :func:`write_episode_speakers`).
+The speaker_ids stage then replays the series in name order (:func:`replay`): the first
+episode keeps its ids; each later one's speakers are matched one to one by cosine
+similarity to the speakers known from the episodes before it (each known speaker's
+centroid is the unit mean of its per-episode centroids), and unmatched speakers get the
+next free id. So ``SPEAKER_01`` is the same character, and later keeps the same dub
+voice, in every episode, and an episode's ids depend only on the episodes named before
+it: never on which job ran first.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -50,58 +49,81 @@ class SpeakerDB:
     speakers: dict[str, KnownSpeaker] = field(default_factory=dict)
 
 
-def speaker_db_path(settings: dict[str, Any]) -> Path | None:
-    """``{speaker_db}/{series}.json``, or None when no series is configured."""
-    series = settings["series"]
-    if not series:
-        return None
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(series)).strip("._") or "series"
-    return Path(settings["speaker_db"]) / f"{safe}.json"
+@dataclass
+class EpisodeSpeakers:
+    """One episode's speakers as diarize found them: labels in order of first appearance
+    and the unit centroid of each speaker that has one (a speaker with too little speech
+    for an embedding has none, and always gets a new id)."""
+
+    recording: str
+    order: list[str]
+    centroids: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def load_speaker_db(path: str | Path, series: str) -> SpeakerDB:
-    """The stored series speakers, or an empty database for a new series."""
+def write_episode_speakers(
+    path: str | Path, recording: str, order: list[str], centroids: dict[str, np.ndarray]
+) -> None:
+    """``speaker_centroids.json``: the episode's speakers and their unit centroids, written
+    atomically; vectors at full precision (JSON floats round-trip exactly), so a replay
+    matches on the numbers diarize computed."""
+    units = {}
+    for label in order:
+        unit = _unit(np.asarray(centroids[label], dtype=np.float64)) if label in centroids else None
+        if unit is not None:
+            units[label] = [float(x) for x in unit]
+    write_json(path, {"recording": recording, "speakers": list(order), "centroids": units})
+
+
+def read_episode_speakers(path: str | Path, stage: str) -> EpisodeSpeakers:
+    """What :func:`write_episode_speakers` wrote; a damaged file is one sentence."""
     path = Path(path)
-    if not path.exists():
-        return SpeakerDB(series=series)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        speakers = {
-            name: KnownSpeaker(
-                centroid=[float(x) for x in entry["centroid"]],
-                count=int(entry["count"]),
-                episodes={
-                    k: [float(x) for x in v] for k, v in entry.get("episodes", {}).items()
-                },
-            )
-            for name, entry in raw["speakers"].items()
+        order = [str(label) for label in raw["speakers"]]
+        centroids = {
+            str(label): np.asarray([float(x) for x in vector], dtype=np.float64)
+            for label, vector in raw["centroids"].items()
         }
-        return SpeakerDB(
-            series=raw.get("series", series), next_id=int(raw["next_id"]), speakers=speakers
-        )
-    except (ValueError, KeyError, TypeError) as error:
+        return EpisodeSpeakers(recording=str(raw["recording"]), order=order, centroids=centroids)
+    except FileNotFoundError:
         raise InputError(
-            f"speaker database {path} is damaged ({error}); fix or delete it (speaker ids "
-            "of this series then start again from SPEAKER_00)"
+            f"{path} is missing (stage {stage}); run the diarize stage first "
+            f"(snakemake {path})"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InputError(
+            f"{path} cannot be read as speaker centroids ({error}; stage {stage}); delete it "
+            f"and re-run so the diarize stage writes it again"
         ) from None
 
 
-def save_speaker_db(path: str | Path, db: SpeakerDB) -> None:
-    data = {
-        "series": db.series,
-        "next_id": db.next_id,
-        "speakers": {
-            name: {
-                "centroid": [round(x, 6) for x in s.centroid],
-                "count": s.count,
-                "episodes": {
-                    k: [round(x, 6) for x in v] for k, v in sorted(s.episodes.items())
-                },
-            }
-            for name, s in sorted(db.speakers.items())
-        },
-    }
-    write_json(path, data)
+def replay(
+    episodes: list[EpisodeSpeakers], series: str, match_threshold: float
+) -> tuple[SpeakerDB, list[dict[str, str]]]:
+    """Series ids for ``episodes``, in the order given (the caller's: name order).
+
+    Returns the database after the last episode and, per episode, the mapping from its
+    own labels to series ids. An episode without speakers (no speech) changes nothing.
+    """
+    db = SpeakerDB(series=series)
+    mappings = []
+    for episode in episodes:
+        if not episode.order:
+            mappings.append({})
+            continue
+        if not episode.centroids:
+            log.warning(
+                "series %s: %s has no speaker embeddings, so its speakers cannot be matched "
+                "to known ones and all get new ids", series, episode.recording,
+            )
+        mapping = match_speakers(episode.centroids, episode.order, db, match_threshold)
+        renamed = {mapping[label]: vector for label, vector in episode.centroids.items()
+                   if label in mapping}
+        update_speaker_db(db, renamed, episode.recording)
+        log.info("series %s, %s: %s", series, episode.recording,
+                 ", ".join(f"{k}->{v}" for k, v in mapping.items()))
+        mappings.append(mapping)
+    return db, mappings
 
 
 def _unit(vector: np.ndarray) -> np.ndarray | None:
@@ -156,7 +178,7 @@ def update_speaker_db(
 ) -> None:
     """Record this episode's centroids and recompute each speaker's mean.
 
-    Contributions are kept per episode, so re-running an episode replaces its
+    Contributions are kept per episode, so recording an episode again replaces its
     contribution instead of counting it twice.
     """
     for speaker in db.speakers.values():
@@ -169,23 +191,9 @@ def update_speaker_db(
         entry.episodes[recording_id] = unit.tolist()
     for name in list(db.speakers):
         entry = db.speakers[name]
-        if not entry.episodes:
-            if not entry.centroid:
-                del db.speakers[name]
-            continue  # a speaker known from an older database format: keep as is
+        if not entry.episodes:  # its only episode now has no usable centroid
+            del db.speakers[name]
+            continue
         mean = _unit(np.mean([np.asarray(v) for v in entry.episodes.values()], axis=0))
         entry.centroid = mean.tolist() if mean is not None else entry.centroid
         entry.count = len(entry.episodes)
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path``'s lock file: two episodes of one series
-    diarized in parallel must not both hand out the same new id."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
