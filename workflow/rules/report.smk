@@ -1,6 +1,3 @@
-from dubflow.qa_data import benchmark_files
-
-
 rule report_clips:
     """The QA page's per-line audio: source and dub clip of each line, beside the page."""
     input:
@@ -38,9 +35,7 @@ rule report:
         rttm="work/{name}/speakers.rttm",
         streams="work/{name}/streams.json",
         clips="out/{name}.report",
-        benchmarks=lambda wc: benchmark_files(
-            wc.name, settings_for(wc.name), source_language(wc.name), rules
-        ),
+        benchmarks=report_benchmarks,
         template=workflow.source_path("../report/qa_page.html.j2"),
     output:
         html=report(
