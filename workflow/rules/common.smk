@@ -147,14 +147,11 @@ def report_inputs(wildcards):
 
 
 def report_benchmarks(wildcards):
-    """Every benchmark file the QA page's timing table reads, declared: the stages' of this
-    video (qa_data.benchmark_files), plus speaker_ids' own while that list lacks it."""
+    """Every benchmark file the QA page's timing table reads, declared (qa_data.benchmark_files)."""
     from dubflow.qa_data import benchmark_files
 
     name = wildcards.name
-    files = benchmark_files(name, settings_for(name), source_language(name), rules)
-    ids = str(rules.speaker_ids.benchmark).format(name=name)
-    return files if ids in files else [*files, ids]
+    return benchmark_files(name, settings_for(name), source_language(name), rules)
 
 
 def translation_inputs(wildcards):

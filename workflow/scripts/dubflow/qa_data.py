@@ -23,8 +23,8 @@ from dubflow.errors import InputError
 from dubflow.records import FitRow, TranslationLine, language_of, number
 from dubflow.rttm import Turn
 
-STAGE_ORDER = ("extract", "diarize", "transcribe", "translate", "subtitles", "synthesize",
-               "mix", "mux", "report")
+STAGE_ORDER = ("extract", "separate", "diarize", "speaker_ids", "transcribe", "translate",
+               "subtitles", "synthesize", "mix", "mux", "report")
 NO_SPEAKER = "(unlabelled)"  # diarization off or failed: lines still get a row
 #: Flags in the order the page shows them; others follow, sorted.
 FLAG_ORDER = ("condensed", "voice_faster", "borrowed", "led", "sped_up", "trimmed", "unvoiced")
@@ -334,7 +334,8 @@ def benchmark_files(name: str, settings: dict, source: str, rules) -> list[str]:
     """
     targets = list(settings["target_languages"])
     spoken = [source] + [lang for lang in targets if lang != source]
-    once = [rules.extract, rules.diarize, rules.transcribe, rules.mux, rules.report_clips]
+    once = [rules.extract, rules.diarize, rules.speaker_ids, rules.transcribe, rules.mux,
+            rules.report_clips]
     if settings["mix"]["separation"] != "none":
         once.append(rules.separate)
     per_language = [(rule, targets) for rule in (rules.translate, rules.synthesize, rules.mix)]
