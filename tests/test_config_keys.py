@@ -137,7 +137,7 @@ def all_reads() -> list[tuple[str, int, tuple[str, ...], bool]]:
 def test_the_scan_finds_the_reads_it_must_check():
     """Guard against a scan that checks nothing: known reads of each kind are found."""
     reads = {(file, keys) for file, _, keys, _ in all_reads()}
-    assert ("workflow/scripts/mix.py", ("mix", "loudness")) in reads
+    assert ("workflow/scripts/dubflow/mix_settings.py", ("mix", "loudness")) in reads
     assert ("workflow/scripts/translate.py", ("translation", "beam_size")) in reads
     assert ("workflow/scripts/translate.py", ("translation", "condense", "enabled")) in reads
     assert ("workflow/scripts/speaker_ids.py", ("diarization", "match_threshold")) in reads

@@ -193,11 +193,11 @@ def test_verify_names_a_distribution_binary_that_lacks_a_need(tmp_path, capsys, 
 
 @pytest.mark.model
 def test_verify_runs_every_graph_with_the_distribution_binary(tmp_path):
-    import mix
+    from dubflow import mix_render
 
     distro = distro_ffmpeg()
     config = {"ffmpeg": str(distro), "ffprobe": str(DISTRO_FFPROBE)}
-    ran = mix.run_every_graph(tmp_path, None, config)
+    ran = mix_render.run_every_graph(tmp_path, None, config)
     assert ran == ["measure", "gain", "limiter at 48000 Hz", "limiter at 192000 Hz", "reused gain",
                    "restore", "rubberband"]
 

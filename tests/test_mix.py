@@ -20,9 +20,10 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
-from dubflow import fit
+from dubflow import fit, mix_control, mix_lines, mix_render, mix_settings
 import mix
 from dubflow.errors import ConfigError, InputError
+from dubflow.ffmpeg_needs import filter_
 from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
 from conftest import default_config
 
@@ -178,32 +179,33 @@ def test_a_line_that_does_not_fit_leads_into_the_silence_before_it_then_speeds_u
 
 
 def test_envelope_ducks_under_lines_and_comes_back():
-    intervals = mix.duck_intervals(fit.plan([line("a", 1.0, 2.0, 1.0), line("b", 4.0, 5.0, 1.0)],
-                                            1.25, 10.0))
+    intervals = mix_control.duck_intervals(
+        fit.plan([line("a", 1.0, 2.0, 1.0), line("b", 4.0, 5.0, 1.0)], 1.25, 10.0))
     assert intervals == [(1.0, 2.0), (4.0, 5.0)]
-    gain = mix.gain_envelope(0, 6 * 100, 100, intervals, 12.0)
+    gain = mix_control.gain_envelope(0, 6 * 100, 100, intervals, 12.0)
     db = 20 * np.log10(gain)
     assert db[50] == 0.0 and db[300] == 0.0  # before and between lines
     assert db[150] == pytest.approx(-12.0) and db[450] == pytest.approx(-12.0)
     assert db[100] == pytest.approx(-12.0)  # fully down when the line starts
     assert -12.0 < db[210] < 0.0  # coming back up over the release
     # The same samples, asked for in pieces, are the same (blocks must join seamlessly).
-    pieces = np.concatenate([mix.gain_envelope(i, 50, 100, intervals, 12.0) for i in range(0, 600, 50)])
+    pieces = np.concatenate([mix_control.gain_envelope(i, 50, 100, intervals, 12.0)
+                             for i in range(0, 600, 50)])
     np.testing.assert_array_equal(pieces, gain)
 
 
 def test_close_lines_share_one_dip():
     p = fit.plan([line("a", 1.0, 2.0, 1.0), line("b", 2.2, 3.0, 0.8)], 1.25, 10.0)
-    assert mix.duck_intervals(p) == [(1.0, pytest.approx(3.0))]
+    assert mix_control.duck_intervals(p) == [(1.0, pytest.approx(3.0))]
 
 
 def test_control_track_places_lines_sample_exactly_across_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(mix, "BLOCK_S", 0.01)  # 10-sample blocks at 1 kHz
+    monkeypatch.setattr(mix_control, "BLOCK_S", 0.01)  # 10-sample blocks at 1 kHz
     rate = 1000
     lines = iter([(5, np.full(12, 0.5, np.float32)), (17, np.full(3, 0.25, np.float32)),
                   (40, np.full(30, 1.0, np.float32))])
     path = tmp_path / "control.wav"
-    mix.write_control(path, rate, 100, lines, [], 12.0)
+    mix_control.write_control(path, rate, 100, lines, [], 12.0)
     data, sr = sf.read(path, dtype="float32")
     assert sr == rate and data.shape == (100, 2)
     voice = data[:, 0]
@@ -218,24 +220,24 @@ def test_restored_spans_are_the_unvoiced_lines_kept_away_from_voiced_ones():
              line("c", 6.2, 7.0, 0.5), line("d", 9.0, 10.0, 0.0, wav=False),
              line("e", 10.1, 10.3, 0.0, wav=False)]
     placements = fit.plan(lines, 1.25, 12.0)
-    spans = mix.restore_spans(lines, placements, 12.0)
-    guard, pad = mix.RESTORE_GUARD_S, mix.RESTORE_PAD_S
+    spans = mix_control.restore_spans(lines, placements, 12.0)
+    guard, pad = mix_control.RESTORE_GUARD_S, mix_control.RESTORE_PAD_S
     # b: from a's end + guard to c's start - guard; d and e padded and merged into one
     assert [x for span in spans for x in span] == pytest.approx(
         [3.0 + guard, 6.2 - guard, 9.0 - pad, 10.3 + pad])
     # a voiced line's own source span is never restored, even where its dub is silent
-    assert mix.restore_spans([line("a", 1.0, 5.0, 1.0)], fit.plan(
+    assert mix_control.restore_spans([line("a", 1.0, 5.0, 1.0)], fit.plan(
         [line("a", 1.0, 5.0, 1.0)], 1.25, 6.0), 6.0) == []
     # a gap too short for the crossfades is left alone
     tight = [line("a", 0.0, 1.0, 1.0), line("b", 1.0, 1.6, 0.0, wav=False),
              line("c", 1.6, 3.0, 1.0)]
-    assert mix.restore_spans(tight, fit.plan(tight, 1.25, 4.0), 4.0) == []
+    assert mix_control.restore_spans(tight, fit.plan(tight, 1.25, 4.0), 4.0) == []
 
 
 def test_control_track_crossfades_bed_and_original(tmp_path):
     rate = 1000
     path = tmp_path / "control.wav"
-    mix.write_control(path, rate, 4000, iter([]), [], 12.0, [(1.0, 2.0)])
+    mix_control.write_control(path, rate, 4000, iter([]), [], 12.0, [(1.0, 2.0)])
     data, _ = sf.read(path, dtype="float32")
     bed, original = data[:, 1], data[:, 2]
     np.testing.assert_allclose(bed + original, 1.0, atol=1e-6)  # a crossfade, no dip
@@ -246,36 +248,36 @@ def test_control_track_crossfades_bed_and_original(tmp_path):
 
 
 def test_restore_applies_over_a_separated_bed_only():
-    assert mix.settings({"separation": "spleeter"}).restore_dialogue is True
-    assert mix.settings({"separation": "spleeter",
+    assert mix_settings.settings({"separation": "spleeter"}).restore_dialogue is True
+    assert mix_settings.settings({"separation": "spleeter",
                          "restore_dialogue": False}).restore_dialogue is False
-    assert mix.settings({"separation": "none"}).restore_dialogue is False
+    assert mix_settings.settings({"separation": "none"}).restore_dialogue is False
 
 
 def test_trimmed_line_fades_out():
-    audio = mix.fade_out(np.ones(100, np.float32), 10)
+    audio = mix_lines.fade_out(np.ones(100, np.float32), 10)
     assert audio[89] == 1.0 and audio[-1] == 0.0 and np.all(np.diff(audio[90:]) < 0)
 
 
 def test_bad_settings_are_one_sentence_config_errors():
     """Ranges come from the schema, also for a section passed by hand."""
     with pytest.raises(ConfigError, match=r"'mix.separation' is invalid: 'demucs' is not one of"):
-        mix.settings({"separation": "demucs"})
+        mix_settings.settings({"separation": "demucs"})
     with pytest.raises(ConfigError, match=r"'mix.loudness' is invalid: 'netflix'"):
-        mix.settings({"loudness": "netflix"})
+        mix_settings.settings({"loudness": "netflix"})
     with pytest.raises(ConfigError, match="'mix.channels' is invalid: 3"):
-        mix.settings({"channels": 3})
+        mix_settings.settings({"channels": 3})
     with pytest.raises(ConfigError, match="mix.true_peak_db"):
-        mix.settings({"true_peak_db": 2})
+        mix_settings.settings({"true_peak_db": 2})
 
 
 def test_settings_resolve_presets_and_auto():
-    assert mix.settings({"separation": "spleeter"}).duck_db == 10.0
-    assert mix.settings({"separation": "none"}).duck_db == 12.0
-    assert mix.settings({"separation": "spleeter", "duck_db": 3}).duck_db == 3.0
-    assert mix.settings({"loudness": "atsc-a85"}).target_lufs == -24.0
-    assert mix.settings({"loudness": "atsc-a85", "true_peak_db": -3}).true_peak_db == -3.0
-    assert mix.settings(default_config()["mix"]) == mix.settings(None)
+    assert mix_settings.settings({"separation": "spleeter"}).duck_db == 10.0
+    assert mix_settings.settings({"separation": "none"}).duck_db == 12.0
+    assert mix_settings.settings({"separation": "spleeter", "duck_db": 3}).duck_db == 3.0
+    assert mix_settings.settings({"loudness": "atsc-a85"}).target_lufs == -24.0
+    assert mix_settings.settings({"loudness": "atsc-a85", "true_peak_db": -3}).true_peak_db == -3.0
+    assert mix_settings.settings(default_config()["mix"]) == mix_settings.settings(None)
 
 
 EBUR128_SILENCE = """[Parsed_ebur128_0 @ 0x7f36d0001c00] Summary:
@@ -296,7 +298,7 @@ EBUR128_SILENCE = """[Parsed_ebur128_0 @ 0x7f36d0001c00] Summary:
 
 
 def test_ebur128_summary_reads_silence():
-    figures = mix.ebur128_summary("[ebur128] earlier noise\n" + EBUR128_SILENCE)
+    figures = mix_render.ebur128_summary("[ebur128] earlier noise\n" + EBUR128_SILENCE)
     assert figures == {"i": -70.0, "thresh": 0.0, "lra": 0.0, "tp": float("-inf")}
 
 
@@ -376,7 +378,7 @@ def loudness(audio: np.ndarray, rate: int) -> float:
             sf.write(str(wav), audio, rate, subtype="FLOAT")
             run = run_ffmpeg(["-i", file_arg(wav), "-af", "ebur128=peak=true", "-f", "null", "-"],
                              stage="test", path=wav)
-        return mix.ebur128_summary(run.stderr)["i"]
+        return mix_render.ebur128_summary(run.stderr)["i"]
     return pyloudnorm.Meter(rate).integrated_loudness(audio)
 
 
@@ -429,9 +431,9 @@ def speech_mix(tmp_path_factory):
     # borrows: slot 80 % of the line, next line well after it
     starts.append(t); ends.append(t + 0.8 * n[2]); t = t + n[2] + 1.5
     # sped up: slot 70 %, next line after 1/1.15 of it
-    starts.append(t); ends.append(t + 0.7 * n[3]); t = t + n[3] / 1.15 + mix.GAP_S
+    starts.append(t); ends.append(t + 0.7 * n[3]); t = t + n[3] / 1.15 + mix_lines.GAP_S
     # trimmed: needs 1.6x, gets 1.25x and a cut
-    starts.append(t); ends.append(t + 0.5 * n[4]); t = t + n[4] / 1.6 + mix.GAP_S
+    starts.append(t); ends.append(t + 0.5 * n[4]); t = t + n[4] / 1.6 + mix_lines.GAP_S
     # last line, then silence of the bed to the end
     starts.append(t); ends.append(t + n[5] + 0.2)
     media = round(ends[-1] + 1.5, 3)
@@ -460,7 +462,7 @@ def test_fit_report_flags_each_kind_of_line(speech_mix):
     for (start, _, _, _), row in zip(speech_mix["lines"], rows):
         assert row["start"] == start and row["text"] and row["speaker"] and row["voice"]
     for a, b in itertools.pairwise(rows):
-        assert a["start"] + a["played_s"] <= b["start"] - mix.GAP_S + 0.002
+        assert a["start"] + a["played_s"] <= b["start"] - mix_lines.GAP_S + 0.002
 
 
 def test_every_line_starts_at_its_source_time(speech_mix):
@@ -541,7 +543,7 @@ def test_peaks_between_samples_are_limited_again_at_192_khz(tmp_path, caplog):
     """The limiter at 48 kHz sees samples only and cannot hold these clicks; the file
     must still meet the ceiling (redone at 192 kHz), and the log says so."""
     source = clicks_between_samples(tmp_path / "source.wav", 0.005)
-    with caplog.at_level(logging.INFO, logger="mix"):
+    with caplog.at_level(logging.INFO, logger="dubflow.mix_render"):
         report, audio, _ = run_stage(tmp_path, source, write_tts(tmp_path / "tts", []))
     assert "limiting again at 192000 Hz" in caplog.text
     assert report["loudness"]["normalization"] == "limited"
@@ -553,7 +555,7 @@ def test_one_gain_over_the_ceiling_between_samples_goes_to_the_limiter(tmp_path,
     """Pass 1 reads sample peaks: here they allow one gain, the true peak does not. The
     written file's true peak is checked, so the limiter still takes over."""
     source = clicks_between_samples(tmp_path / "source.wav", 0.009)
-    with caplog.at_level(logging.INFO, logger="mix"):
+    with caplog.at_level(logging.INFO, logger="dubflow.mix_render"):
         report, audio, _ = run_stage(tmp_path, source, write_tts(tmp_path / "tts", []))
     assert "over the -1.0 ceiling" in caplog.text
     assert report["loudness"]["normalization"] == "limited"
@@ -605,8 +607,8 @@ def test_lines_at_another_rate_than_most_land_at_their_time(tmp_path):
              (5.0, 6.0, tone(0.8, 22050), 22050)]
     source = make_source(tmp_path / "source.wav", 7.0, bed="silence")
     report, audio, rate = run_stage(tmp_path, source, write_tts(tmp_path / "tts", lines))
-    assert mix.voice_rate(json.loads((tmp_path / "tts" / "lines.json").read_text()),
-                          mix.settings({})) == 22050
+    assert mix_lines.voice_rate(json.loads((tmp_path / "tts" / "lines.json").read_text()),
+                                mix_settings.settings({})) == 22050
     env = voice_envelope(audio, rate)
     for start, end, _, _ in lines:
         assert abs(first_sound(env, start - 0.5, end, 0.1 * env.max()) - start) < 0.01
@@ -658,7 +660,7 @@ def test_no_lines_gives_the_normalised_original_with_a_warning(tmp_path, caplog,
 def test_silent_input_is_written_without_normalisation(tmp_path, caplog):
     source = make_source(tmp_path / "source.wav", 4.0, bed="silence", layout="mono")
     tts = write_tts(tmp_path / "tts", [])
-    with caplog.at_level(logging.WARNING, logger="mix"):
+    with caplog.at_level(logging.WARNING, logger="dubflow.mix_render"):
         report, audio, rate = run_stage(tmp_path, source, tts)
     assert "silent" in caplog.text
     assert report["loudness"]["normalization"] == "skipped"
@@ -722,11 +724,11 @@ def test_a_cut_falls_in_the_last_pause_between_words_that_fits():
     word = np.sin(2 * np.pi * 200 * np.arange(int(0.3 * rate)) / rate).astype(np.float32)
     pause = np.zeros(int(0.1 * rate), dtype=np.float32)
     audio = np.concatenate([word, pause, word, pause, word])  # words end 0.3, 0.7, 1.1 s
-    cut = mix.last_pause(audio, int(0.9 * rate), rate)  # room ends inside the third word
+    cut = mix_lines.last_pause(audio, int(0.9 * rate), rate)  # room ends inside the third word
     assert 0.7 * rate <= cut <= 0.8 * rate  # in the second pause, not in a word
-    assert mix.speech_share_after(audio, cut, rate) == pytest.approx(1 / 3, abs=0.05)
+    assert mix_lines.speech_share_after(audio, cut, rate) == pytest.approx(1 / 3, abs=0.05)
     one_word = np.concatenate([word, word, word])
-    assert mix.last_pause(one_word, int(0.5 * rate), rate) == int(0.5 * rate)  # no pause
+    assert mix_lines.last_pause(one_word, int(0.5 * rate), rate) == int(0.5 * rate)  # no pause
     record = mix.cut_record({"kept_s": 0.75, "at_pause": True, "dropped_share": 1 / 3},
                             "um dois três")
     assert record["dropped_words"] == "três"
@@ -750,15 +752,15 @@ def test_loudness_presets_are_met_on_the_track_as_written(speech_mix, tmp_path, 
 
 
 def test_every_dub_layout_has_a_bitrate():
-    assert set(mix.DUB_BITRATE) == set(mix.LAYOUTS) == set(mix.VOICE_PAN)
+    assert set(mix_render.DUB_BITRATE) == set(mix_settings.LAYOUTS) == set(mix_render.VOICE_PAN)
 
 
 def test_channels_auto_follows_the_source_layout():
-    assert mix.settings({}, source_channels=6).channels == 6
-    assert mix.settings({}, source_channels=1).channels == 1
-    assert mix.settings({}, source_channels=8).channels == 8
-    assert mix.settings({}, source_channels=4).channels == 2  # quad: stereo
-    assert mix.settings({"channels": 2}, source_channels=6).channels == 2
+    assert mix_settings.settings({}, source_channels=6).channels == 6
+    assert mix_settings.settings({}, source_channels=1).channels == 1
+    assert mix_settings.settings({}, source_channels=8).channels == 8
+    assert mix_settings.settings({}, source_channels=4).channels == 2  # quad: stereo
+    assert mix_settings.settings({"channels": 2}, source_channels=6).channels == 2
 
 
 def test_speech_band_is_lined_up_with_the_bed_and_the_preview_hears_the_same(tmp_path):
@@ -768,8 +770,8 @@ def test_speech_band_is_lined_up_with_the_bed_and_the_preview_hears_the_same(tmp
     rate = 48_000
     noise = np.random.default_rng(1).normal(scale=0.1, size=rate * 2).astype(np.float32)
     sf.write(tmp_path / "noise.wav", noise, rate, subtype="FLOAT")
-    cfg = mix.settings(default_config()["mix"], 1)
-    graph = "[0:a]" + mix.speech_band(rate) + "[out]"
+    cfg = mix_settings.settings(default_config()["mix"], 1)
+    graph = "[0:a]" + mix_render.speech_band(rate) + "[out]"
     run_ffmpeg(["-i", file_arg(tmp_path / "noise.wav"), "-filter_complex", graph,
                 "-map", "[out]", "-c:a", "pcm_f32le", file_arg(tmp_path / "band.wav")],
                stage="mix", path=tmp_path / "noise.wav")
@@ -785,7 +787,7 @@ def test_speech_band_is_lined_up_with_the_bed_and_the_preview_hears_the_same(tmp
     # in phase: the bed minus its band has (almost) nothing left in the band
     rest = spectrum(noise - band)[(hz > 300) & (hz < 2000)]
     assert np.median(rest / spectrum(noise)[(hz > 300) & (hz < 2000)]) < 0.1
-    preview = mix.speech_band_of(noise, rate)
+    preview = mix_render.speech_band_of(noise, rate)
     inner = slice(rate // 4, -rate // 4)
     difference = np.sum((preview[inner] - band[inner]) ** 2) / np.sum(band[inner] ** 2)
     assert 10 * np.log10(difference) < -20  # the same band, to within 1 %
@@ -799,8 +801,10 @@ def test_a_remix_reuses_the_last_gain_in_one_pass_and_checks_it(speech_mix, tmp_
     tts, source = speech_mix["tmp"] / "tts", speech_mix["tmp"] / "source.wav"
     memo = tmp_path / "gain" / "v.pt.json"
     passes = []
-    real_pass = mix.ffmpeg_pass
-    monkeypatch.setattr(mix, "ffmpeg_pass", lambda *a, **k: passes.append(a[3]) or real_pass(*a, **k))
+    real_pass = mix_render.ffmpeg_pass
+    # render_normalised looks ffmpeg_pass up in mix_render, where it is defined
+    monkeypatch.setattr(mix_render, "ffmpeg_pass",
+                        lambda *a, **k: passes.append(a[3]) or real_pass(*a, **k))
 
     def remix(out: str, **settings) -> dict:
         passes.clear()
@@ -835,11 +839,11 @@ def test_meters_are_told_apart_whatever_order_ffmpeg_prints_them(tmp_path):
     source = tmp_path / "tone.wav"
     t = np.arange(48000 * 3) / 48000
     sf.write(source, 0.25 * np.sin(2 * np.pi * 440 * t), 48000)
-    graph = ("[0:a]" + mix.filter_("asplit", 2) + "[pre][post];[pre]" + mix.SAMPLE_METER + ","
-             + mix.filter_("anullsink") + ";[post]" + mix.gain_filter(6.0) + "," + mix.METER
-             + "[out]")
+    graph = ("[0:a]" + filter_("asplit", 2) + "[pre][post];[pre]" + mix_render.SAMPLE_METER
+             + "," + filter_("anullsink") + ";[post]" + mix_render.gain_filter(6.0) + ","
+             + mix_render.METER + "[out]")
     result = run_ffmpeg(["-i", file_arg(source), "-filter_complex", graph, "-map", "[out]",
                          "-f", "null", "-"], stage="mix", path=source)
-    before, after = mix.ebur128_summaries(result.stderr)
+    before, after = mix_render.ebur128_summaries(result.stderr)
     assert after["i"] - before["i"] == pytest.approx(6.0, abs=0.15)
-    assert mix.ebur128_summary(result.stderr) == after
+    assert mix_render.ebur128_summary(result.stderr) == after

@@ -202,8 +202,9 @@ def test_original_dialogue_returns_where_no_line_is_voiced(tmp_path):
     back as it was in the source; under the dub line nothing of the original is added."""
     import mix
     from conftest import default_config
+    from dubflow import mix_control
 
-    rate, pad = 48_000, mix.RESTORE_PAD_S
+    rate, pad = 48_000, mix_control.RESTORE_PAD_S
     first = speak("The storm moved north during the night and the roads are open again.")
     second = speak("Nobody expected the meeting to last for three whole hours.")
     dub = speak("Good evening, and welcome back to the news at nine.")
@@ -271,7 +272,8 @@ def test_original_dialogue_returns_where_no_line_is_voiced(tmp_path):
     # RESTORE_GUARD_S after the line, whose voice is done by then
     assert figures["line_restored_db"] < -20.0
     assert abs(figures["line_restored_db"] - figures["line_plain_db"]) < 1.0
-    assert report["restored"][0][0] >= max(under_line[1], ends[0]) + mix.RESTORE_GUARD_S
+    assert (report["restored"][0][0]
+            >= max(under_line[1], ends[0]) + mix_control.RESTORE_GUARD_S)
 
 
 @pytest.mark.model

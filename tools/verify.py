@@ -91,11 +91,11 @@ def check_ffmpeg_graphs(config: dict, folder: Path) -> str:
     """Every kind of ffmpeg call the stages make, run on a second of audio with the chosen
     binary: extract's decode, each mix pass (measure, gain, limiter, tempo, AAC track)."""
     import extract
-    import mix
+    from dubflow import mix_render
 
     work = folder / "graphs"
     work.mkdir()
-    ran = mix.run_every_graph(work, config["mix"], config["ffmpeg"])
+    ran = mix_render.run_every_graph(work, config["mix"], config["ffmpeg"])
     extract.extract(work / "dub.mka", work / "audio.wav", work / "source.wav", config["ffmpeg"])
     return f"ran extract and mix ({', '.join(ran)}) on 1 s of audio"
 

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-import mix
 import synthesize
-from dubflow import fit, voices
+from dubflow import fit, mix_control, mix_lines, mix_render, mix_settings, voices
 from dubflow.review.media import wav_bytes
 from dubflow.review.project import Video
 
@@ -156,8 +155,8 @@ class Previewer:
         tts_dir = video.work / lang / "tts"
         bed_path = video.work / ("source.wav" if cfg["mix"]["separation"] == "none"
                                  else "bed.wav")
-        settings = mix.settings(cfg["mix"], sf.info(str(bed_path)).channels)
-        lines = mix.read_lines(tts_dir)
+        settings = mix_settings.settings(cfg["mix"], sf.info(str(bed_path)).channels)
+        lines = mix_lines.read_lines(tts_dir)
         wavs = {}
         for line in lines:
             if line.get("wav"):
@@ -166,7 +165,7 @@ class Previewer:
                 line.update(wav=new_wav.name, duration_s=natural_s)
                 wavs[line_id] = new_wav
         duration = sf.info(str(bed_path)).duration
-        placements = fit.plan(lines, settings.max_speedup, duration, mix.GAP_S,
+        placements = fit.plan(lines, settings.max_speedup, duration, mix_lines.GAP_S,
                               settings.max_lead_s)
         target = next(p for p in placements if p.id == line_id)
         first_s = max(0.0, target.start - CONTEXT_S)
@@ -180,18 +179,19 @@ class Previewer:
             # the neighbours' sped-up audio is in the mix's tempo cache; the new line's
             # is made in the scratch folder, so the cache is only read
             cache = tempo if tempo.is_dir() and p.id != line_id else None
-            audio = mix.line_audio(p, wavs[p.id], settings, scratch,
+            audio = mix_lines.line_audio(p, wavs[p.id], settings, scratch,
                                    video.base_config["ffmpeg"], cache, rate)
             at = round(p.start * rate) - first
             lo, hi = max(0, at), min(len(voice), at + len(audio))
             if hi > lo:
                 voice[lo:hi] += audio[lo - at:hi - at]
-        depth = mix.duck_depth(first, len(bed), rate, mix.duck_intervals(placements))
-        envelope = mix.ducked_gain(depth, settings.duck_db)
+        depth = mix_control.duck_depth(first, len(bed), rate,
+                                       mix_control.duck_intervals(placements))
+        envelope = mix_control.ducked_gain(depth, settings.duck_db)
         out = bed * envelope + voice
         if settings.band_duck_db > 0:
-            out += mix.speech_band_of(bed, rate) * envelope * (
-                mix.ducked_gain(depth, settings.band_duck_db) - 1.0)
+            out += mix_render.speech_band_of(bed, rate) * envelope * (
+                mix_control.ducked_gain(depth, settings.band_duck_db) - 1.0)
         out *= 10 ** (language.gain_db / 20)
         info = {"flags": target.flags, "speed": round(target.speed, 3),
                 "natural_s": round(natural_s, 3), "slot_s": round(target.slot_s, 3),
