@@ -16,6 +16,11 @@ centroid embedding (``work/{name}/speaker_centroids.json``). The speaker_ids sta
 series, and ids matched across the series' episodes in name order with one.
 ``rttm.py`` writes and reads RTTM (and holds ``Turn``) so that readers of turns need not
 import this module.
+
+Why one stage file of about 550 lines: the CAM++ adapter and the pipeline builders exist
+only for this stage's pyannote pipeline (they import pyannote and torch when it is
+built); what other code needs of diarization (models, RTTM, speaker ids, WAV reading) is
+already in the package.
 """
 
 import os

@@ -21,6 +21,10 @@ long a line will be at any speed for 1-2 % of the cost of saying it (:class:`Kok
 
 Heavy imports (onnxruntime, kokoro_onnx, phonemizer) happen in :func:`load`, never at
 import time, so parse-time checks stay cheap.
+
+Why one module of about 530 lines: installing, checking and loading all work on the same
+pinned files and hashes (JOINED_FILE, MODEL_FILE, DURATIONS_FILE, the stamp), so they
+change together; the graph rewrite itself is already kokoro_convert.py.
 """
 
 from __future__ import annotations

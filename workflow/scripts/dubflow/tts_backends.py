@@ -16,6 +16,11 @@ voice a speaker gets is decided in ``voices.py``; this module only makes sound.
 
 Heavy imports (onnxruntime through piper, torch through Coqui) happen when a backend is
 built, never at import time, so the Snakefile can import the parse-time checks cheaply.
+
+Why one module of about 600 lines: the three backends are 100-150 lines each and share
+the spec syntax they are built from (:class:`VoiceSpec`, :func:`parse_spec`, which checks
+each backend's options); a module per backend would part the parser from what it checks.
+Kokoro, the largest, has its own module.
 """
 
 from __future__ import annotations
