@@ -179,10 +179,13 @@ def killed(season, cluster):
                                          delimiter="\t"))["max_rss"]) for video in VIDEOS)
     profile = small_diarize_profile(workspace, int(peak))
     before = {video: (workspace / "work" / video / "audio.wav").stat().st_mtime for video in VIDEOS}
-    # as if the season were new: without its mkv, a video needs every stage after a kill
-    # (Snakemake does not rebuild missing intermediate files under an up-to-date mkv)
+    # as if the season were new: without its mkv and its speaker ids, a video needs every
+    # stage from diarize on after a kill (Snakemake does not rebuild missing intermediate
+    # files under up-to-date ones: a killed diarize's speakers.local.rttm is one, under the
+    # first run's speakers.rttm)
     for video in VIDEOS:
         (workspace / "out" / f"{video}.mkv").unlink()
+        (workspace / "work" / video / "speakers.rttm").unlink()
     run = run_on_cluster(cluster, workspace, profile, "--forcerun", "diarize", "--retries", "0",
                          background=True)
     victim = None
