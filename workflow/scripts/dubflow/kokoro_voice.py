@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from dubflow.atomic import atomic_path, write_text
+from dubflow.atomic import atomic_path, sha256_file, write_text
 from dubflow.errors import ConfigError, ModelError
 
 JOINED_FILE = "kokoro-v1.0.int8.onnx"  # upstream's int8 graph, joined from the parts
@@ -129,14 +129,6 @@ def _part_files() -> list[Path]:
     return parts
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _versions() -> dict[str, str]:
     return {d: importlib.metadata.version(d) for d in DISTRIBUTIONS}
 
@@ -214,7 +206,7 @@ def install_model(models_dir: Path) -> Path:
     files = {JOINED_FILE: _file_record(folder / JOINED_FILE, expected),
              MODEL_FILE: _file_record(folder / MODEL_FILE, MODEL_SHA256),
              DURATIONS_FILE: _file_record(folder / DURATIONS_FILE, DURATIONS_SHA256),
-             VOICES_FILE: _file_record(folder / VOICES_FILE, _sha256(folder / VOICES_FILE))}
+             VOICES_FILE: _file_record(folder / VOICES_FILE, sha256_file(folder / VOICES_FILE))}
     write_text(folder / STAMP_FILE, json.dumps(
         {"packages": _versions(), "files": files}, indent=2) + "\n")
     return folder
@@ -230,7 +222,7 @@ def _derive(folder: Path) -> None:
                                        DURATIONS_SHA256)):
         with atomic_path(folder / name) as tmp:
             build(folder / source, tmp)
-            got = _sha256(tmp)
+            got = sha256_file(tmp)
             if got != want:
                 raise ModelError(
                     f"the Kokoro graph {name} built from {folder / source} has sha256 "
@@ -286,7 +278,7 @@ def _expected_hash(name: str, recorded: str | None) -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return _sha256(Path(path))
+    return sha256_file(Path(path))
 
 
 # ---------------------------------------------------------------------------------------
