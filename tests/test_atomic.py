@@ -54,8 +54,8 @@ def test_temps_left_by_a_killed_writer_are_removed_before_the_next(tmp_path):
     from dubflow.atomic import remove_stale_temps
 
     dest = tmp_path / "dub.wav"
-    left = [left_by_a_killed_writer(dest),
-            Path(tempfile.mkdtemp(prefix=".dub.partial-mix-", dir=tmp_path))]
+    left = [left_by_a_killed_writer(dest),  # and a scratch folder of a killed mix
+            Path(tempfile.mkdtemp(prefix=".dub.", suffix=".partial.wav", dir=tmp_path))]
     (left[1] / "control.wav").write_bytes(b"x")
     keep = [tmp_path / "dub.wav.bak", tmp_path / ".dubbing.partial.wav", tmp_path / "fit.json",
             left_by_a_killed_writer(tmp_path / "dub.mka")]  # same stem, another output
@@ -76,3 +76,24 @@ def test_stale_temps_of_one_output_never_include_another_jobs_files(tmp_path):
     assert remove_stale_temps(tmp_path / "ep.mkv") == [ours]
     assert remove_stale_temps(tmp_path / "ep.pt.srt") == []
     assert all(path.exists() for path in busy)
+
+
+def test_a_folder_output_is_replaced_whole_or_not_at_all(tmp_path):
+    """atomic_dir: the new folder replaces the old one only when its block succeeds; a
+    folder left by a killed writer is cleared first; nothing hidden stays."""
+    from dubflow.atomic import atomic_dir
+
+    dest = tmp_path / "clips"
+    with atomic_dir(dest) as tmp:
+        (tmp / "a.webm").write_bytes(b"one")
+    assert sorted(p.name for p in dest.iterdir()) == ["a.webm"]
+    with pytest.raises(RuntimeError), atomic_dir(dest) as tmp:
+        (tmp / "b.webm").write_bytes(b"half")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in dest.iterdir()) == ["a.webm"]  # the old one, untouched
+    stale = Path(tempfile.mkdtemp(prefix=".clips.", suffix=".partial", dir=tmp_path))
+    with atomic_dir(dest) as tmp:
+        (tmp / "c.webm").write_bytes(b"two")
+    assert not stale.exists()
+    assert sorted(p.name for p in dest.iterdir()) == ["c.webm"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips"]

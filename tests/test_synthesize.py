@@ -211,7 +211,7 @@ def test_failure_on_line_two_leaves_no_partial_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(tb.ESpeakBackend, "synthesize", fail_on_second)
     with pytest.raises(RuntimeError, match="line 2"):
         synthesize.run(source, out, "pt", tts_config(tmp_path))
-    assert sorted(p.name for p in out.parent.iterdir()) == ["tts"]  # no .tts.partial-*
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tts"]  # no .tts.*.partial
     assert (out / "lines.json").read_text() == old
     # the line made before the failure is in the cache: the re-run only makes line 2
     monkeypatch.setattr(tb.ESpeakBackend, "synthesize", real)
@@ -220,7 +220,7 @@ def test_failure_on_line_two_leaves_no_partial_folder(tmp_path, monkeypatch):
 
 
 def test_stale_partial_folder_of_a_killed_job_is_removed(tmp_path):
-    stale = tmp_path / ".tts.partial-abc123"
+    stale = tmp_path / ".tts.abc123xy.partial"
     stale.mkdir()
     (stale / "0001.wav").write_bytes(b"half")
     source = write_translation(tmp_path / "t.json", [], "pt")

@@ -21,11 +21,10 @@ steps and writes fit.json.
 import json
 import logging
 import math
-import shutil
-import tempfile
 from pathlib import Path
 
 from dubflow import fit, records
+from dubflow.atomic import scratch_dir
 from dubflow.errors import InputError
 from dubflow.ffmpeg_safe import probe, require_audio
 from dubflow.mix_control import duck_intervals, placed_lines, restore_spans, write_control
@@ -81,9 +80,7 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
         log.info("original dialogue restored where no line is voiced: %d span(s), %.1f s",
                  len(restored), sum(b - a for a, b in restored))
 
-    dub_wav.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{dub_wav.stem}.partial-mix-", dir=dub_wav.parent))
-    try:
+    with scratch_dir(dub_wav) as workdir:
         control = None
         if placements or restored:
             control = workdir / "control.wav"
@@ -104,8 +101,6 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
                                      threads, Path(dub_track) if dub_track else None,
                                      Path(original_wav) if restored else None,
                                      read_gain_memo(memo, cfg, duration))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     log.info("loudness: %s", loudness)
     write_gain_memo(memo, cfg, duration, loudness)
     loudness.pop("limiter_rate", None)

@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -39,7 +38,7 @@ from dubflow import condense, records
 from dubflow import tts_backends as tb
 from dubflow import voices
 from dubflow.progress import Progress
-from dubflow.atomic import atomic_path, link_or_copy, write_json
+from dubflow.atomic import atomic_dir, atomic_path, link_or_copy, write_json
 from dubflow.errors import ConfigError
 from dubflow.records import Translation, TtsLine
 from dubflow.records import TranslationLine as Line
@@ -339,30 +338,6 @@ def clone_references(lines: list[Line], audio_path: str | Path | None, folder: P
 # ---------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def building(output_dir: str | Path):
-    """A hidden sibling folder that becomes ``output_dir`` only if the block succeeds."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{output_dir.name}.partial-"
-    for stale in output_dir.parent.glob(prefix + "*"):  # left by a SIGKILLed job
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=output_dir.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        if output_dir.exists():  # Snakemake removes it first; a direct call may not
-            old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-            os.replace(output_dir, old / output_dir.name)
-            os.replace(tmp, output_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 # ---------------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------------
@@ -536,7 +511,7 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
     spoken = [line for line in lines if line.text]
     pitches = source_pitches(lines, audio_path) if lines else {}
     chosen = choose_voices(lines, language, tts, engines, clone, pitches) if lines else {}
-    with tempfile.TemporaryDirectory(prefix="dubflow-ref-") as scratch, building(output_dir) as folder:
+    with tempfile.TemporaryDirectory(prefix="dubflow-ref-") as scratch, atomic_dir(output_dir) as folder:
         cloned = [s for s, v in chosen.items() if v.backend == "coqui" and not v.spec.name]
         references = clone_references(lines, audio_path, Path(scratch), cloned) if clone else {}
         entries, jobs = [], {}

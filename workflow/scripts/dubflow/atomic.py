@@ -25,9 +25,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path next to ``dest``; rename it onto ``dest`` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=dest.parent, prefix=f".{dest.stem[:40]}.", suffix=f".partial{dest.suffix}"
-    )
+    fd, tmp_name = tempfile.mkstemp(**_partial_name(dest))
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -42,6 +40,48 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _partial_name(dest: Path) -> dict[str, Any]:
+    """mkstemp/mkdtemp arguments for every partial file or folder of ``dest``: hidden,
+    ``.<stem>.<8 random>.partial<suffix>``, the one name remove_stale_temps knows."""
+    return {"dir": dest.parent, "prefix": f".{dest.stem[:40]}.", "suffix": f".partial{dest.suffix}"}
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a hidden folder beside ``dest`` that replaces it only if the block succeeds:
+    the folder twin of :func:`atomic_path` (a killed job leaves no half-filled folder)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dest)  # a direct call has no rule runner to do it
+    tmp = Path(tempfile.mkdtemp(**_partial_name(dest)))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if dest.exists():  # Snakemake removes it first; a direct call may not
+            old = Path(tempfile.mkdtemp(**_partial_name(dest)))
+            os.replace(dest, old / dest.name)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """A hidden working folder beside ``dest`` for a stage's intermediate files, removed
+    afterwards whatever happens (or, after a SIGKILL, by remove_stale_temps)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(**_partial_name(dest)))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def remove_stale_temps(dest: str | os.PathLike[str]) -> list[Path]:
     """Delete temp files and folders a SIGKILLed writer of ``dest`` left behind.
 
@@ -51,11 +91,10 @@ def remove_stale_temps(dest: str | os.PathLike[str]) -> list[Path]:
     """
     dest = Path(dest)
     stem = re.escape(dest.stem[:40])
-    # exactly the names atomic_path and the mix stage make for this output, nothing wider:
-    # out/ep.mkv's writer once took ".ep.report.x1.partial.html" for its own, and deleted
-    # it while the report job was writing it (so did out/ep.pt.ass and out/ep.pt.vtt)
-    ours = re.compile(rf"\.{stem}\.[a-z0-9_]{{8}}\.partial{re.escape(dest.suffix)}"
-                      rf"|\.{stem}\.partial-[a-z]+-[a-z0-9_]{{8}}")
+    # exactly the names _partial_name makes for this output, nothing wider: out/ep.mkv's
+    # writer once took ".ep.report.x1.partial.html" for its own, and deleted it while the
+    # report job was writing it (so did out/ep.pt.ass and out/ep.pt.vtt)
+    ours = re.compile(rf"\.{stem}\.[a-z0-9_]{{8}}\.partial{re.escape(dest.suffix)}")
     removed = []
     if dest.parent.is_dir():
         for path in dest.parent.iterdir():

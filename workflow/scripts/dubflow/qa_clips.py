@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dubflow.atomic import atomic_path, link_or_copy
+from dubflow.atomic import atomic_dir, atomic_path, link_or_copy
 from dubflow.errors import InputError
 from dubflow.ffmpeg_needs import codec, muxer
 from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
@@ -201,11 +201,9 @@ def write_clips(languages: list[Language], source_audio: str | Path, dubs: dict[
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     cuts, manifest = plan(languages)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.stem[:40]}.",
-                                suffix=f".partial{dest.suffix}"))
     cache = Path(cache) if cache else None
     encoded = 0
-    try:
+    with atomic_dir(dest) as tmp:
         for key, clips in cuts.items():
             if key == "source":
                 encoded += cut(source_audio, clips, tmp, BITRATE["source"], ffmpeg, cache)
@@ -213,10 +211,4 @@ def write_clips(languages: list[Language], source_audio: str | Path, dubs: dict[
                 encoded += cut(dubs[key], clips, tmp, BITRATE["dub"], ffmpeg, cache)
         (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1),
                                     encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest, encoded
