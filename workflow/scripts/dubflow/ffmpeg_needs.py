@@ -66,7 +66,7 @@ ENCODERS: dict[str, Need] = {
     "pcm_s16le": _need(("extract",)),
     "pcm_s24le": _need(("extract", "mix")),
     "pcm_f32le": _need(("mix",)),
-    "aac": _need(("mix",), aac_coder={"fast"}),
+    "aac": _need(("mix",), aac_coder={"fast"}, aac_is=None),  # aac_is: a boolean
     "srt": _need(("mux",)),
     # the review app's browser proxy: VP8 + Opus in WebM, which every Chromium plays
     "libvpx": _need(("review",), deadline={"realtime"}, speed=None),  # speed: cpu-used

@@ -152,8 +152,14 @@ def gain_filter(gain_db: float) -> str:
 def dub_codec(cfg: MixSettings) -> list[str]:
     """The mkv's dub track: AAC with ffmpeg's fast coder, 2.5 times faster than its default
     two-loop search (6.3 s against 16.1 s for 10 minutes of stereo, measured); at 96 kb/s
-    a channel the two are not told apart on speech over a ducked bed."""
-    return [*codec("aac", aac_coder="fast"), "-b:a", DUB_BITRATE[cfg.channels]]
+    a channel the two are not told apart on speech over a ducked bed.
+
+    Intensity stereo is off: it is a low-bit-rate tool that codes the high bands of both
+    channels as one, and at these rates it only costs fidelity. On the 10-minute bench dub
+    the decoded track's SNR went from 44.8 to 53.1 dB (the worst 5 % of seconds from 36.1
+    to 47.6 dB) at the same bit rate and speed. M/S stereo stays: it is what codes the
+    centred voice well (without it: 36.4 dB)."""
+    return [*codec("aac", aac_coder="fast", aac_is=0), "-b:a", DUB_BITRATE[cfg.channels]]
 
 
 def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: str,
