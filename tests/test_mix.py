@@ -23,7 +23,6 @@ from scipy.signal import butter, resample_poly, sosfiltfilt
 from dubflow import fit, mix_control, mix_lines, mix_render, mix_settings
 import mix
 from dubflow.errors import ConfigError, InputError
-from dubflow.ffmpeg_needs import filter_
 from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
 from conftest import default_config
 
@@ -839,8 +838,7 @@ def test_meters_are_told_apart_whatever_order_ffmpeg_prints_them(tmp_path):
     source = tmp_path / "tone.wav"
     t = np.arange(48000 * 3) / 48000
     sf.write(source, 0.25 * np.sin(2 * np.pi * 440 * t), 48000)
-    graph = ("[0:a]" + filter_("asplit", 2) + "[pre][post];[pre]" + mix_render.SAMPLE_METER
-             + "," + filter_("anullsink") + ";[post]" + mix_render.gain_filter(6.0) + ","
+    graph = ("[0:a]" + mix_render.metered_before(mix_render.gain_filter(6.0)) + ","
              + mix_render.METER + "[out]")
     result = run_ffmpeg(["-i", file_arg(source), "-filter_complex", graph, "-map", "[out]",
                          "-f", "null", "-"], stage="mix", path=source)

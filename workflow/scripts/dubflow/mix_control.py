@@ -175,6 +175,12 @@ def placed_lines(
             yield start, audio
 
 
+def band_gain(gain: np.ndarray, depth: np.ndarray, band_duck_db: float) -> np.ndarray:
+    """What is added to the bed's speech band under the bed's ``gain``: 0, or negative
+    under lines (the band's own gain, ``band_duck_db`` further down, minus the bed's)."""
+    return gain * (ducked_gain(depth, band_duck_db) - 1.0)
+
+
 def write_control(
     path: Path, rate: int, frames: int, lines: Iterator[tuple[int, np.ndarray]],
     intervals: list[tuple[float, float]], duck_db: float,
@@ -199,7 +205,7 @@ def write_control(
             depth = duck_depth(first, last - first, rate, intervals)
             buf[:, 1] = ducked_gain(depth, duck_db)
             if "band" in column:
-                buf[:, column["band"]] = buf[:, 1] * (ducked_gain(depth, band_duck_db) - 1.0)
+                buf[:, column["band"]] = band_gain(buf[:, 1], depth, band_duck_db)
             if restored is not None:
                 buf[:, column["original"]] = restore_envelope(first, last - first, rate,
                                                               restored)

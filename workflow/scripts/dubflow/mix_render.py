@@ -250,8 +250,7 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
                 "output_i": None, "output_tp": None, "normalization": "skipped",
                 "gain_db": 0.0, "limited_db": 0.0}
     gain = cfg.target_lufs - measured["i"]
-    # ebur128 prints tenths of a dB; rounding keeps float noise from choosing the limiter
-    over = round(measured["tp"] + gain - _peak_target(cfg), 2)
+    over = peaks_over(cfg, measured["tp"], gain)
     if over <= 0:
         output = render(gain_filter(gain), write=True)
         if output["tp"] <= cfg.true_peak_db:
@@ -278,6 +277,19 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
             "limited_db": over + final_gain - gain, "limiter_rate": rate}
 
 
+def peaks_over(cfg: MixSettings, peak_db: float, gain_db: float) -> float:
+    """How far ``gain_db`` would take the mix's peaks past their target (> 0: limit them).
+    ebur128 prints tenths of a dB; rounding keeps float noise from choosing the limiter."""
+    return round(peak_db + gain_db - _peak_target(cfg), 2)
+
+
+def metered_before(tail: str) -> str:
+    """``tail`` (a gain or the limiter) with the mix metered before it as well (sample
+    peaks, a sink of its own): the pass then also says what it would have measured."""
+    return (filter_("asplit", 2) + "[pre][post];[pre]" + SAMPLE_METER + ","
+            + filter_("anullsink") + ";[post]" + tail)
+
+
 def reuse_gain(prior: dict, cfg: MixSettings, render_measured) -> dict | None:
     """Write the dub once with the gain (and limiter) of this video's previous mix, metering
     the mix before and after it in the same pass; None, having written nothing that
@@ -292,11 +304,8 @@ def reuse_gain(prior: dict, cfg: MixSettings, render_measured) -> dict | None:
     gain, limited = float(prior["gain_db"]), prior["normalization"] == "limited"
     tail = (limiter_filter(cfg, gain, int(prior["limiter_rate"])) if limited
             else gain_filter(gain))
-    before = (filter_("asplit", 2) + "[pre][post];[pre]" + SAMPLE_METER + ","
-              + filter_("anullsink") + ";[post]" + tail)
-    measured, output = render_measured(before, write=True)
-    needed = cfg.target_lufs - measured["i"]
-    would_limit = round(measured["tp"] + needed - _peak_target(cfg), 2) > 0
+    measured, output = render_measured(metered_before(tail), write=True)
+    would_limit = peaks_over(cfg, measured["tp"], cfg.target_lufs - measured["i"]) > 0
     if (measured["i"] <= SILENCE_LUFS or would_limit != limited
             or abs(cfg.target_lufs - output["i"]) > LOUDNESS_TOLERANCE_LU
             or output["tp"] > cfg.true_peak_db):
@@ -324,6 +333,8 @@ def read_gain_memo(path: Path | None, cfg: MixSettings, duration_s: float) -> di
                 and memo.get("duration_s") == round(duration_s, 3)
                 and memo.get("normalization") in ("linear", "limited")):
             float(memo["gain_db"])
+            if memo["normalization"] == "limited":
+                int(memo["limiter_rate"])
             return memo
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         log.info("%s cannot be read; measuring the mix's loudness", path)
@@ -417,8 +428,7 @@ def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> lis
                              workdir / "dub.mka", meter)
         ebur128_summary(stderr)
         ran.append(name)
-    reuse = (filter_("asplit", 2) + "[pre][post];[pre]" + SAMPLE_METER + ","
-             + filter_("anullsink") + ";[post]" + gain_filter(-3.0))  # as reuse_gain meters
+    reuse = metered_before(gain_filter(-3.0))
     if len(ebur128_summaries(ffmpeg_pass(source, control, cfg, reuse, workdir / "dub.wav", 1.0,
                                          ffmpeg, 1, workdir / "dub.mka"))) != 2:
         raise AssertionError("ffmpeg printed one loudness summary for two meters")

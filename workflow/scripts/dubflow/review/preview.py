@@ -190,8 +190,8 @@ class Previewer:
         envelope = mix_control.ducked_gain(depth, settings.duck_db)
         out = bed * envelope + voice
         if settings.band_duck_db > 0:
-            out += mix_render.speech_band_of(bed, rate) * envelope * (
-                mix_control.ducked_gain(depth, settings.band_duck_db) - 1.0)
+            out += mix_render.speech_band_of(bed, rate) * mix_control.band_gain(
+                envelope, depth, settings.band_duck_db)
         out *= 10 ** (language.gain_db / 20)
         info = {"flags": target.flags, "speed": round(target.speed, 3),
                 "natural_s": round(natural_s, 3), "slot_s": round(target.slot_s, 3),
