@@ -403,6 +403,10 @@ def test_episode_speakers_round_trip_and_damage(tmp_path):
         speaker_db.read_episode_speakers(path, "speaker_ids")
     with pytest.raises(InputError, match="run the diarize stage first"):
         speaker_db.read_episode_speakers(tmp_path / "missing.json", "speaker_ids")
+    path.write_text('{"recording": "ep 1", "speakers": ["SPEAKER_00"]}')  # JSON, no centroids
+    with pytest.raises(InputError, match=r"cannot be read as speaker centroids .*stage "
+                                         r"speaker_ids.*diarize stage writes it again"):
+        speaker_db.read_episode_speakers(path, "speaker_ids")
 
 
 def test_replay_matches_each_episode_to_those_before_it():

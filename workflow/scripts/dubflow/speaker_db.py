@@ -13,7 +13,6 @@ it: never on which job ran first.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 
 from dubflow.atomic import write_json
 from dubflow.errors import InputError
+from dubflow.records import read_json
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +76,15 @@ def write_episode_speakers(
 
 def read_episode_speakers(path: str | Path, stage: str) -> EpisodeSpeakers:
     """What :func:`write_episode_speakers` wrote; a damaged file is one sentence."""
-    path = Path(path)
+    raw = read_json(path, stage, "diarize")  # missing or not JSON: its one sentence
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
         order = [str(label) for label in raw["speakers"]]
         centroids = {
             str(label): np.asarray([float(x) for x in vector], dtype=np.float64)
             for label, vector in raw["centroids"].items()
         }
         return EpisodeSpeakers(recording=str(raw["recording"]), order=order, centroids=centroids)
-    except FileNotFoundError:
-        raise InputError(
-            f"{path} is missing (stage {stage}); run the diarize stage first "
-            f"(snakemake {path})"
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputError(
             f"{path} cannot be read as speaker centroids ({error}; stage {stage}); delete it "
             f"and re-run so the diarize stage writes it again"
