@@ -377,6 +377,26 @@ def test_dtln_missing_model_is_one_sentence(tmp_path):
         dtln.check_model(tmp_path / "dtln")
 
 
+def test_dtln_model_check_trusts_its_stamp_only_for_untouched_files(tmp_path):
+    """The stamp spares a hash per run; a damaged stamp only costs the hash, and a file
+    changed in place (same size) is caught."""
+    import shutil
+
+    from dubflow import dtln
+    from dubflow.model_stamp import STAMP_FILE
+
+    folder = tmp_path / "dtln"
+    shutil.copytree(separation_models() / "dtln", folder)
+    dtln.check_model(folder)
+    (folder / STAMP_FILE).write_text("{not json")
+    dtln.check_model(folder)
+    data = bytearray((folder / "model_1.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "model_1.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"model_1.onnx is damaged .*make setup"):
+        dtln.check_model(folder)
+
+
 @pytest.mark.model
 def test_dtln_takes_the_speech_out_of_effects_and_keeps_them(tmp_path):
     """Speech over effects at the same level, stereo 44.1 kHz, through the stage itself:
@@ -392,7 +412,8 @@ def test_dtln_takes_the_speech_out_of_effects_and_keeps_them(tmp_path):
     speech, effects = speech * scale, effects * scale
     sf.write(tmp_path / "source.wav", speech + effects, rate, subtype="FLOAT")
     stats = separate.run(tmp_path / "source.wav", tmp_path / "bed.wav",
-                         tmp_path / "separation.json", "dtln", threads=1)
+                         tmp_path / "separation.json", "dtln", threads=1,
+                         dtln_model=separation_models() / "dtln")
     bed, _ = sf.read(tmp_path / "bed.wav", dtype="float32", always_2d=True)
     figures = leak_figures(speech + effects, speech, effects, bed)
     print(figures, stats)

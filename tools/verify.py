@@ -140,7 +140,8 @@ def check_separation(config: dict, wav: Path, folder: Path) -> str:
         return "off (mix.separation: none)"
     import separate
 
-    stats = separate.run(wav, folder / "bed.wav", folder / "separation.json", method, threads=2)
+    stats = separate.run(wav, folder / "bed.wav", folder / "separation.json", method, threads=2,
+                         dtln_model=config["mix"]["dtln_model"])
     if stats["bleed_db"] is not None and stats["bleed_db"] > -10:
         raise RuntimeError(f"the bed still holds the speech ({stats['bleed_db']} dB)")
     return f"{method}: speech left in the bed {stats['bleed_db']} dB, RTF {stats['rtf']}"

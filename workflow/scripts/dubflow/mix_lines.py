@@ -10,7 +10,6 @@ still longer than its room is cut in its last pause between words.
 import collections
 import hashlib
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from dubflow.errors import InputError
 from dubflow.ffmpeg_needs import codec, filter_
 from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
 from dubflow.mix_settings import STAGE, MixSettings
+from dubflow.wav import resample
 
 log = logging.getLogger(__name__)
 
@@ -203,16 +203,6 @@ def voice_rate(lines: list[dict], cfg: MixSettings) -> int:
     rates = collections.Counter(int(line["sample_rate"]) for line in lines
                                 if line.get("sample_rate"))
     return rates.most_common(1)[0][0] if rates else cfg.sample_rate
-
-
-def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """Polyphase resampling by the exact rational ratio (22050 -> 48000 is 320/147)."""
-    if rate == target or len(audio) == 0:
-        return audio
-    from scipy.signal import resample_poly  # only lines at an odd rate get here
-
-    g = math.gcd(rate, target)
-    return resample_poly(audio, target // g, rate // g).astype(np.float32)
 
 
 def room_frames(placement: fit.Placement, rate: int) -> int:

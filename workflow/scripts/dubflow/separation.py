@@ -265,19 +265,19 @@ def _read_source(source_wav: Path) -> tuple[np.ndarray, int]:
                          f"delete it and re-run so the extract stage writes it again") from None
 
 
-def separator(method: str, dtln_model: str | Path | None = None):
-    """``(audio, rate, threads) -> vocals`` for a mix.separation method."""
-    if method == "dtln":
-        return functools.partial(_dtln_vocals, folder=Path(dtln_model or "models/dtln"))
+def separator(method: str, dtln_model: str | Path | None = None, chunk_seconds: float = 30.0,
+              weights: Path | None = None):
+    """``(audio, rate, threads) -> vocals`` for a mix.separation method, its model checked
+    now, before any audio is read (``dtln_model``: mix.dtln_model, for dtln)."""
     if method == "spleeter":
-        return separate_vocals
+        check_weights(weights)
+        return functools.partial(separate_vocals, chunk_seconds=chunk_seconds, weights=weights)
+    if method == "dtln":
+        from dubflow import dtln
+
+        dtln.check_model(dtln_model)
+        return functools.partial(dtln.separate_vocals, folder=dtln_model)
     raise ValueError(f"separation method {method!r} has no separator; this is a bug")
-
-
-def _dtln_vocals(audio: np.ndarray, rate: int, threads: int = 1, *, folder: Path):
-    from dubflow import dtln
-
-    return dtln.separate_vocals(audio, rate, threads, folder)
 
 
 def separate_file(source_wav: Path, bed_wav: Path, vocals_wav: Path | None = None,
@@ -293,20 +293,12 @@ def separate_file(source_wav: Path, bed_wav: Path, vocals_wav: Path | None = Non
     The source array is handed straight to ``separate_vocals``, which drops it once it is
     resampled, so a long film's source is not held beside the separation's buffers.
     """
-    if method == "spleeter":
-        check_weights(weights)
-    else:
-        from dubflow import dtln
-
-        dtln.check_model(dtln_model or "models/dtln")
+    separate = separator(method, dtln_model, chunk_seconds, weights)
     source = [*_read_source(source_wav)]
     rate = source[1]
     started = time.perf_counter()
     # pop: the separator then holds the only reference to the source samples
-    if method == "spleeter":
-        vocals = separate_vocals(source.pop(0), rate, threads, chunk_seconds, weights)
-    else:
-        vocals = separator(method, dtln_model)(source.pop(0), rate, threads)
+    vocals = separate(source.pop(0), rate, threads)
     elapsed = time.perf_counter() - started
     bed_peak = _write_bed(Path(source_wav), vocals, Path(bed_wav))
     vocals_peak = float(np.abs(vocals).max())

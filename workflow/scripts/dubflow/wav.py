@@ -1,6 +1,7 @@
 """The analysis WAV (work/{name}/audio.wav): the rate extract writes it at, and the reader
-the speech stages share. numpy and soundfile are imported by the reader only, so the rate
-costs extract and translate nothing to import."""
+the speech stages share; and the one resampler for in-process audio. numpy, soundfile
+and scipy are imported by the functions only, so the rate costs extract and translate
+nothing to import."""
 
 from __future__ import annotations
 
@@ -29,3 +30,17 @@ def read_analysis_wav(path: str | Path, stage: str):
             f"the extract stage, so delete it and re-run"
         )
     return np.ascontiguousarray(audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0])
+
+
+def resample(audio, rate: int, target: int):
+    """Polyphase resampling of 1-D ``audio`` by the exact rational ratio (22050 -> 48000
+    is 320/147), as float32."""
+    if rate == target or len(audio) == 0:
+        return audio
+    import math
+
+    import numpy as np
+    from scipy.signal import resample_poly  # 1 s to import: only when a rate differs
+
+    g = math.gcd(rate, target)
+    return resample_poly(audio, target // g, rate // g).astype(np.float32)
