@@ -827,6 +827,9 @@ def test_a_remix_reuses_the_last_gain_in_one_pass_and_checks_it(speech_mix, tmp_
     assert third["gain_db"] == pytest.approx(first["gain_db"], abs=0.2)
     remix("other", target_lufs=-23.0)  # other settings: the memo is not used
     assert len(passes) >= 2
+    memo.write_text(json.dumps({k: v for k, v in data.items() if k != "limiter_rate"}))
+    remix("no rate")  # 'limited' without its limiter's rate: unreadable, measured again
+    assert len(passes) >= 2
     memo.write_text("{not json")
     remix("broken")
     assert len(passes) >= 2 and json.loads(memo.read_text())["settings"]["target_lufs"] == -16.0
