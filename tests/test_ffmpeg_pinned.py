@@ -199,7 +199,7 @@ def test_verify_runs_every_graph_with_the_distribution_binary(tmp_path):
     config = {"ffmpeg": str(distro), "ffprobe": str(DISTRO_FFPROBE)}
     ran = mix_render.run_every_graph(tmp_path, None, config)
     assert ran == ["measure", "gain", "limiter at 48000 Hz", "limiter at 192000 Hz", "reused gain",
-                   "restore", "rubberband"]
+                   "dub track in pieces", "restore", "rubberband"]
 
 
 @pytest.mark.slow

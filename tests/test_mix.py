@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
-from dubflow import fit, mix_control, mix_lines, mix_render, mix_settings
+from dubflow import fit, mix_control, mix_lines, mix_render, mix_settings, mix_track
 import mix
 from dubflow.errors import ConfigError, InputError
 from dubflow.ffmpeg_safe import file_arg, probe, run_ffmpeg
@@ -576,7 +576,7 @@ def decode(path: Path) -> np.ndarray:
 
 
 def test_the_mkv_track_is_the_dub_encoded(speech_mix):
-    """dub.mka is written in the same pass as dub.wav, so mux only copies it."""
+    """dub.mka is dub.wav encoded by the mix, so mux only copies it."""
     track = probe(speech_mix["tmp"] / "dub.mka", stage="test")
     (stream,) = track.streams
     assert (stream.codec_name, stream.channels, stream.sample_rate) == ("aac", 2, 48000)
@@ -751,7 +751,7 @@ def test_loudness_presets_are_met_on_the_track_as_written(speech_mix, tmp_path, 
 
 
 def test_every_dub_layout_has_a_bitrate():
-    assert set(mix_render.DUB_BITRATE) == set(mix_settings.LAYOUTS) == set(mix_render.VOICE_PAN)
+    assert set(mix_track.DUB_BITRATE) == set(mix_settings.LAYOUTS) == set(mix_render.VOICE_PAN)
 
 
 def test_channels_auto_follows_the_source_layout():

@@ -22,6 +22,7 @@ rule mix:
         mix=lambda wc: settings_for(wc.name)["mix"],
         tempo_cache=lambda wc: f"{settings_for(wc.name)['tts']['cache_dir']}/tempo",
         gain_memo=lambda wc: f"{settings_for(wc.name)['mix']['cache_dir']}/gain/{wc.name}.{wc.lang}.json",
+        track_cache=lambda wc: f"{settings_for(wc.name)['mix']['cache_dir']}/aac",
         ffmpeg=config["ffmpeg"],
     script:
         "../scripts/mix.py"

@@ -13,6 +13,8 @@ How (each step's module says why it works that way):
    (:mod:`dubflow.mix_control`).
 3. One ffmpeg graph sums bed and voice while streaming, measures it and writes it at the
    target loudness under the true-peak ceiling (:mod:`dubflow.mix_render`).
+4. The mkv's track is encoded from dub.wav in pieces that are kept, so an edit encodes
+   again only the piece it changed (:mod:`dubflow.mix_track`).
 
 This script resolves the ``mix:`` section (:mod:`dubflow.mix_settings`), runs the three
 steps and writes fit.json.
@@ -29,6 +31,7 @@ from dubflow.errors import InputError
 from dubflow.ffmpeg_safe import probe, require_audio
 from dubflow.mix_control import duck_intervals, placed_lines, restore_spans, write_control
 from dubflow.mix_lines import GAP_S, read_lines, voice_rate
+from dubflow.mix_track import encode_track
 from dubflow.mix_render import read_gain_memo, render_normalised, write_gain_memo
 from dubflow.mix_settings import STAGE, settings
 
@@ -46,7 +49,7 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
         fit_json: str | Path, mix: dict, ffmpeg: dict | None = None,
         threads: int = 1, tempo_cache: str | Path | None = None,
         dub_track: str | Path | None = None, original_wav: str | Path | None = None,
-        gain_memo: str | Path | None = None) -> dict:
+        gain_memo: str | Path | None = None, track_cache: str | Path | None = None) -> dict:
     """Write dub.wav, fit.json and (if asked) ``dub_track``, the same audio encoded for
     the mkv (Matroska audio, AAC); return the fit.json content.
 
@@ -55,6 +58,8 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
     mix.restore_dialogue is on. ``tempo_cache``: a folder for sped-up lines
     (``<tts.cache_dir>/tempo``), or None. ``gain_memo``: where this video's last gain
     decision is kept (``<mix.cache_dir>/gain/<name>.<lang>.json``), or None.
+    ``track_cache``: where the encoded pieces of ``dub_track`` are kept
+    (``<mix.cache_dir>/aac``, :mod:`dubflow.mix_track`), or None.
     """
     source_wav, tts_dir, dub_wav = Path(source_wav), Path(tts_dir), Path(dub_wav)
     threads = max(1, int(threads or 1))
@@ -98,9 +103,11 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
                         "normalised", tts_dir / "lines.json", source_wav)
         memo = Path(gain_memo) if gain_memo else None
         loudness = render_normalised(source_wav, control, dub_wav, cfg, duration, ffmpeg,
-                                     threads, Path(dub_track) if dub_track else None,
-                                     Path(original_wav) if restored else None,
+                                     threads, Path(original_wav) if restored else None,
                                      read_gain_memo(memo, cfg, duration))
+    if dub_track:
+        encode_track(dub_wav, Path(dub_track), cfg, Path(track_cache) if track_cache else None,
+                     ffmpeg)
     log.info("loudness: %s", loudness)
     write_gain_memo(memo, cfg, duration, loudness)
     loudness.pop("limiter_rate", None)
@@ -143,4 +150,4 @@ if "snakemake" in globals():
              dub_wav=sm.output.dub, fit_json=sm.output.fit, mix=sm.params.mix,
              ffmpeg=sm.params.ffmpeg, threads=sm.threads, tempo_cache=sm.params.tempo_cache,
              dub_track=sm.output.track, original_wav=sm.input.original,
-             gain_memo=sm.params.gain_memo)
+             gain_memo=sm.params.gain_memo, track_cache=sm.params.track_cache)

@@ -54,7 +54,7 @@ FILTERS: dict[str, Need] = {
     # the bed's speech band, dipped further under lines (mix.band_duck_db)
     "apad": _need(("mix",), pad_len=None),
     "firequalizer": _need(("mix",), delay=None, gain_entry=None),
-    "atrim": _need(("mix",), start_sample=None),
+    "atrim": _need(("mix",), start_sample=None, end_sample=None),
     "asetpts": _need(("mix",), positional="expr"),
     "rubberband": _need(("mix",), tempo=None),
     "atempo": _need(("mix",), tempo=None),
@@ -78,10 +78,19 @@ MUXERS: dict[str, Need] = {
     # free bytes before the first cluster, for mkv_languages' BCP-47 tags (mux)
     "matroska": _need(("mix", "mux"), metadata_header_padding=None),
     "null": _need(("mix",)),
+    # the dub track's pieces after the first (dubflow/mix_track.py)
+    "adts": _need(("mix",)),
     "webm": _need(("review", "report_clips")),
     # the QA page's per-line clips: one encode cut into files (dubflow/qa_clips.py)
     "segment": _need(("report_clips",), segment_format=None, segment_times=None,
                      segment_time=None, reset_timestamps=None),
+}
+
+#: Input formats named with ``-f`` (the others are probed).
+DEMUXERS: dict[str, Need] = {
+    # joins the dub track's pieces without encoding (dubflow/mix_track.py)
+    "concat": _need(("mix",)),
+    "aac": _need(("mix",)),  # ADTS
 }
 
 #: Filters a build may lack: the stage then uses the fallback (and logs it).
@@ -133,6 +142,13 @@ def muxer(name: str, **options: object) -> list[str]:
     return args
 
 
+def demuxer(name: str) -> list[str]:
+    """``-f NAME`` for a declared input format."""
+    if name not in DEMUXERS:
+        raise KeyError(f"ffmpeg demuxer {name!r} is not declared in ffmpeg_needs.DEMUXERS")
+    return ["-f", name]
+
+
 def _check_options(kind: str, name: str, need: Need, options: dict[str, object]) -> None:
     for key, value in options.items():
         if key not in need.options:
@@ -151,7 +167,7 @@ FORMAT_OPTIONS = frozenset({"metadata_header_padding"})
 
 def all_needs() -> dict[str, dict[str, Need]]:
     """Every declaration by kind, in the words ffmpeg's ``-h`` uses."""
-    return {"filter": FILTERS, "encoder": ENCODERS, "muxer": MUXERS}
+    return {"filter": FILTERS, "encoder": ENCODERS, "muxer": MUXERS, "demuxer": DEMUXERS}
 
 
 def fingerprint(needs: dict[str, dict[str, Need]]) -> str:

@@ -26,6 +26,7 @@ from dubflow.ffmpeg_needs import codec, filter_, muxer
 from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
 from dubflow.mix_control import CONTROL_SUBTYPE, control_channels
 from dubflow.mix_lines import sped_up, tempo_filter
+from dubflow.mix_track import encode_track
 from dubflow.mix_settings import LAYOUTS, STAGE, MixSettings, settings
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ TP_MARGIN_DB = 0.2
 #: minutes), and true peaks landed 0.1-0.4 dB above the sample peaks.
 SAMPLE_PEAK_MARGIN_DB = 0.5
 TRUE_PEAK_RATE = 192000
-#: AAC bit rate of the mkv's dub track by channel count.
-DUB_BITRATE = {1: "96k", 2: "192k", 6: "384k", 8: "512k"}
 #: A limited dub this close to the target is kept; further off, it is written once more
 #: with the gain corrected (EBU R128 allows 0.5 LU around a file's target).
 LOUDNESS_TOLERANCE_LU = 0.2
@@ -149,38 +148,21 @@ def gain_filter(gain_db: float) -> str:
     return filter_("volume", f"{gain_db:.3f}dB")
 
 
-def dub_codec(cfg: MixSettings) -> list[str]:
-    """The mkv's dub track: AAC with ffmpeg's fast coder, 2.5 times faster than its default
-    two-loop search (6.3 s against 16.1 s for 10 minutes of stereo, measured); at 96 kb/s
-    a channel the two are not told apart on speech over a ducked bed.
-
-    Intensity stereo is off: it is a low-bit-rate tool that codes the high bands of both
-    channels as one, and at these rates it only costs fidelity. On the 10-minute bench dub
-    the decoded track's SNR went from 44.8 to 53.1 dB (the worst 5 % of seconds from 36.1
-    to 47.6 dB) at the same bit rate and speed. M/S stereo stays: it is what codes the
-    centred voice well (without it: 36.4 dB)."""
-    return [*codec("aac", aac_coder="fast", aac_is=0), "-b:a", DUB_BITRATE[cfg.channels]]
-
-
 def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: str,
                 dest: Path | None, duration_s: float, ffmpeg: dict | None,
-                threads: int, encoded: Path | None = None, meter: str = METER,
-                original: Path | None = None) -> str:
+                threads: int, meter: str = METER, original: Path | None = None) -> str:
     """One streaming pass over the whole mix, measured by ``ebur128`` at its end.
 
-    Writes ``dest`` (24-bit WAV, RF64 past 4 GB) and ``encoded`` (the same audio as the
-    mkv's AAC track) or, without them, only measures; returns ffmpeg's log, where the
-    meters print their figures. The encoder runs in its own ffmpeg thread beside the
-    filters, so the mkv track costs this pass 3 s for 10 minutes instead of a second
-    decode and encode of 6 s in mux. ``original``: the original mix, for restored spans.
+    Writes ``dest`` (24-bit WAV, RF64 past 4 GB) or, without it, only measures; returns
+    ffmpeg's log, where the meters print their figures. ``original``: the original mix,
+    for restored spans.
     """
     args = ["-i", file_arg(source_wav)]
     if control is not None:
         args += ["-i", file_arg(control)]
         if original is not None:
             args += ["-i", file_arg(original)]
-    split = f",{filter_('asplit', 2)}[out][enc]" if encoded is not None else "[out]"
-    graph = mix_graph(cfg, control is not None, f"{tail},{meter}{split}",
+    graph = mix_graph(cfg, control is not None, f"{tail},{meter}[out]",
                       restore=control is not None and original is not None)
     args += ["-filter_complex_threads", str(threads), "-filter_complex", graph,
              "-map", "[out]"]
@@ -189,9 +171,6 @@ def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: 
     else:
         args += ["-ar", str(cfg.sample_rate), *codec("pcm_s24le"), *muxer("wav", rf64="auto"),
                  file_arg(dest)]
-    if encoded is not None:
-        args += ["-map", "[enc]", "-ar", str(cfg.sample_rate), *dub_codec(cfg),
-                 *muxer("matroska"), file_arg(encoded)]
     result = run_ffmpeg(args, stage=STAGE, path=source_wav, config=ffmpeg,
                         media_duration_s=duration_s)
     return result.stderr
@@ -199,8 +178,7 @@ def ffmpeg_pass(source_wav: Path, control: Path | None, cfg: MixSettings, tail: 
 
 def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: MixSettings,
                       duration_s: float, ffmpeg: dict | None, threads: int,
-                      encoded: Path | None = None, original: Path | None = None,
-                      prior: dict | None = None) -> dict:
+                      original: Path | None = None, prior: dict | None = None) -> dict:
     """Write dub.wav at the target loudness under the true-peak ceiling; return the figures.
 
     Pass 1 measures (ffmpeg's ``ebur128`` meter: the BS.1770 figures loudnorm's own
@@ -228,11 +206,9 @@ def render_normalised(source_wav: Path, control: Path | None, dest: Path, cfg: M
         return render_measured(tail, write, meter)[-1]
 
     def render_measured(tail: str, write: bool, meter: str = METER) -> list[dict]:
-        with contextlib.ExitStack() as files:
-            tmp = files.enter_context(atomic_path(dest)) if write else None
-            track = files.enter_context(atomic_path(encoded)) if write and encoded else None
+        with atomic_path(dest) if write else contextlib.nullcontext() as tmp:
             return ebur128_summaries(ffmpeg_pass(source_wav, control, cfg, tail, tmp,
-                                                 duration_s, ffmpeg, threads, track, meter,
+                                                 duration_s, ffmpeg, threads, meter,
                                                  original))
 
     if prior is not None:
@@ -396,8 +372,8 @@ def _peak_target(cfg: MixSettings) -> float:
 
 def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> list[str]:
     """Run each kind of ffmpeg pass this stage can make on a second of audio: measuring,
-    one gain, the limiter at the dub's rate and at 192 kHz (writing the mkv track too), a
-    reused gain metered before and after, the original mix restored over the bed, and the
+    one gain, the limiter at the dub's rate and at 192 kHz, a reused gain metered before
+    and after, the mkv track encoded in pieces, the original mix restored over the bed, and the
     tempo change. ``make verify`` calls it, so
     a binary that lists every option but still cannot run a graph is caught before a
     season is queued on it."""
@@ -424,15 +400,17 @@ def run_every_graph(workdir: Path, mix: dict | None, ffmpeg: dict | None) -> lis
         (f"limiter at {cfg.sample_rate} Hz", limiter_filter(cfg, 6.0, cfg.sample_rate), METER),
         (f"limiter at {TRUE_PEAK_RATE} Hz", limiter_filter(cfg, 6.0, TRUE_PEAK_RATE), METER),
     ):
-        stderr = ffmpeg_pass(source, control, cfg, tail, workdir / "dub.wav", 1.0, ffmpeg, 1,
-                             workdir / "dub.mka", meter)
-        ebur128_summary(stderr)
+        ebur128_summary(ffmpeg_pass(source, control, cfg, tail, workdir / "dub.wav", 1.0,
+                                    ffmpeg, 1, meter))
         ran.append(name)
     reuse = metered_before(gain_filter(-3.0))
     if len(ebur128_summaries(ffmpeg_pass(source, control, cfg, reuse, workdir / "dub.wav", 1.0,
-                                         ffmpeg, 1, workdir / "dub.mka"))) != 2:
+                                         ffmpeg, 1))) != 2:
         raise AssertionError("ffmpeg printed one loudness summary for two meters")
     ran.append("reused gain")
+    # pieces of 16 frames: the second second of the track is joined to the first
+    encode_track(workdir / "dub.wav", workdir / "dub.mka", cfg, None, ffmpeg, piece_frames=16)
+    ran.append("dub track in pieces")
     restore = write_control_of(workdir / "restore.wav", restore=True)
     ebur128_summary(ffmpeg_pass(source, restore, cfg, filter_("anull"), workdir / "dub.wav",
                                 1.0, ffmpeg, 1, meter=SAMPLE_METER, original=source))
