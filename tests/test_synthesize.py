@@ -236,7 +236,7 @@ def test_stale_partial_folder_of_a_killed_job_is_removed(tmp_path):
 def test_unknown_backend_in_a_voice_names_the_key(tmp_path):
     source = write_translation(tmp_path / "t.json", PT, "pt", ["SPEAKER_00", "SPEAKER_01"])
     tts = tts_config(tmp_path, voices={"pt": {"SPEAKER_01": "festival:pt"}})
-    for call in (lambda: synthesize.check_voices("pt", tts),
+    for call in (lambda: voices.check_voices("pt", tts),
                  lambda: synthesize.run(source, tmp_path / "tts", "pt", tts)):
         with pytest.raises(ConfigError, match=r"tts\.voices\.pt\.SPEAKER_01.*piper:, espeak: or coqui:"):
             call()
@@ -246,18 +246,18 @@ def test_unknown_backend_in_a_voice_names_the_key(tmp_path):
 def test_missing_piper_file_names_the_key(tmp_path):
     tts = tts_config(tmp_path, voices={"pt": {"SPEAKER_02": f"piper:{tmp_path}/none.onnx"}})
     with pytest.raises(ConfigError, match=r"tts\.voices\.pt\.SPEAKER_02 .*does not exist"):
-        synthesize.check_voices("pt", tts)
+        voices.check_voices("pt", tts)
     tts = tts_config(tmp_path, piper_voices={"ana": str(tmp_path / "ana.onnx")})
     with pytest.raises(ConfigError, match=r"tts\.piper_voices\.ana"):
-        synthesize.check_voices("pt", tts)
+        voices.check_voices("pt", tts)
     with pytest.raises(ConfigError, match="not installed"):
-        synthesize.check_voices("en", tts_config(tmp_path, voices={"en": {"default": "piper:nobody"}}))
+        voices.check_voices("en", tts_config(tmp_path, voices={"en": {"default": "piper:nobody"}}))
 
 
 def test_piper_voice_in_the_wrong_language(tmp_path):
     tts = tts_config(tmp_path, voices={"pt": {"SPEAKER_00": "piper:joe"}})
     with pytest.raises(ConfigError, match="speaks 'en', not 'pt'"):
-        synthesize.check_voices("pt", tts)
+        voices.check_voices("pt", tts)
 
 
 def test_bad_espeak_voice_and_parameters(tmp_path):
@@ -265,32 +265,32 @@ def test_bad_espeak_voice_and_parameters(tmp_path):
                           ("espeak:pt@pitch=300", "from 0 to 100"),
                           ("espeak:pt@shift=1.2", "take only pitch, rate")]:
         with pytest.raises(ConfigError, match=message):
-            synthesize.check_voices("pt", tts_config(tmp_path, voices={"pt": {"SPEAKER_00": spec}}))
+            voices.check_voices("pt", tts_config(tmp_path, voices={"pt": {"SPEAKER_00": spec}}))
 
 
 def test_language_espeak_does_not_know(tmp_path):
     with pytest.raises(ConfigError, match="espeak-ng has no voice for the language 'xx'"):
-        synthesize.check_voices("xx", tts_config(tmp_path))
+        voices.check_voices("xx", tts_config(tmp_path))
     source = write_translation(tmp_path / "t.json", ["hello"], "xx")
     with pytest.raises(ConfigError, match="'xx'"):
         synthesize.run(source, tmp_path / "tts", "xx", tts_config(tmp_path))
     with pytest.raises(ConfigError, match="no Piper voice speaks 'pt'"):
-        synthesize.check_voices("pt", tts_config(tmp_path, backend="piper"))
+        voices.check_voices("pt", tts_config(tmp_path, backend="piper"))
 
 
 def test_checks_pass_for_the_defaults(tmp_path):
     for language in ("en", "pt", "es", "de", "fr", "zh"):
-        synthesize.check_voices(language, tts_config(tmp_path))
-    synthesize.check_voices("en", tts_config(tmp_path, backend="piper"))
-    synthesize.check_voices("pt", tts_config(tmp_path, backend="espeak", voices={
+        voices.check_voices(language, tts_config(tmp_path))
+    voices.check_voices("en", tts_config(tmp_path, backend="piper"))
+    voices.check_voices("pt", tts_config(tmp_path, backend="espeak", voices={
         "pt": {"SPEAKER_00": "espeak:pt-br+m3", "default": "espeak:pt@pitch=60,rate=160"}}))
 
 
 def test_bad_config_values(tmp_path):
     with pytest.raises(ConfigError, match="tts.backend"):
-        synthesize.check_voices("pt", tts_config(tmp_path, backend="festival"))
+        voices.check_voices("pt", tts_config(tmp_path, backend="festival"))
     with pytest.raises(ConfigError, match="tts.speed"):
-        synthesize.check_voices("pt", tts_config(tmp_path, speed=0))
+        voices.check_voices("pt", tts_config(tmp_path, speed=0))
 
 
 def test_bad_translation_files(tmp_path):
@@ -380,9 +380,9 @@ def fake_coqui_folder(folder: Path) -> Path:
 def test_coqui_model_folder_missing(tmp_path):
     tts = tts_config(tmp_path, backend="coqui", coqui={"model_dir": str(tmp_path / "xtts")})
     with pytest.raises(ModelError, match=r"xtts \(config key tts\.coqui\.model_dir\) does not exist"):
-        synthesize.check_voices("pt", tts)
+        voices.check_voices("pt", tts)
     with pytest.raises(ModelError, match="tts.coqui.model_dir is not set"):
-        synthesize.check_voices("pt", tts_config(tmp_path, backend="coqui"))
+        voices.check_voices("pt", tts_config(tmp_path, backend="coqui"))
 
 
 def test_coqui_model_that_does_not_speak_the_language(tmp_path):
@@ -390,13 +390,13 @@ def test_coqui_model_that_does_not_speak_the_language(tmp_path):
     (folder / "config.json").write_text(json.dumps({"model": "xtts", "languages": ["en", "zh-cn"]}))
     tts = tts_config(tmp_path, backend="coqui", coqui={"model_dir": str(folder)})
     with pytest.raises(ConfigError, match="does not speak 'pt'"):
-        synthesize.check_voices("pt", tts)
+        voices.check_voices("pt", tts)
     with pytest.raises(ConfigError, match="does not speak 'pt'"):
-        synthesize.check_voices("pt", tts_config(tmp_path, coqui={"model_dir": str(folder)},
+        voices.check_voices("pt", tts_config(tmp_path, coqui={"model_dir": str(folder)},
                                                  voices={"pt": {"SPEAKER_00": "coqui"}}))
     if not HAS_COQUI:
         with pytest.raises(ModelError, match="coqui-tts"):
-            synthesize.check_voices("zh", tts)  # 'zh' is XTTS's 'zh-cn'
+            voices.check_voices("zh", tts)  # 'zh' is XTTS's 'zh-cn'
 
 
 @pytest.mark.skipif(HAS_COQUI, reason="coqui-tts is installed")
@@ -404,7 +404,7 @@ def test_coqui_not_installed_says_how_to_install(tmp_path):
     folder = fake_coqui_folder(tmp_path / "model")
     tts = tts_config(tmp_path, backend="coqui", coqui={"model_dir": str(folder)})
     with pytest.raises(ModelError, match=r'pip install -e "\.\[coqui\]"'):
-        synthesize.check_voices("pt", tts)
+        voices.check_voices("pt", tts)
     with pytest.raises(ModelError, match=r'pip install -e "\.\[coqui\]"'):
         tb.CoquiBackend(folder)
     source = write_translation(tmp_path / "t.json", PT, "pt")
@@ -446,7 +446,7 @@ def tiny_vits_folder(folder: Path) -> Path:
 def test_coqui_loads_a_local_vits_folder(tmp_path):
     folder = tiny_vits_folder(tmp_path / "vits")
     tts = tts_config(tmp_path, backend="coqui", coqui={"model_dir": str(folder)})
-    synthesize.check_voices("en", tts)
+    voices.check_voices("en", tts)
     source = write_translation(tmp_path / "t.json", ["Hello there.", "How are you?"], "en",
                                ["SPEAKER_00", "SPEAKER_01"])
     entries = synthesize.run(source, tmp_path / "tts", "en", tts, threads=2)

@@ -57,12 +57,7 @@ MAX_REFERENCE_S = 15.0
 VOICE_F0_PROBE_S = 20.0  # seconds of a voice's lines its pitch is measured on
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGE", "check_voices", "run"]
-
-
-def check_voices(language: str, tts: dict) -> None:
-    """Parse-time check of the voices for one language (see voices.check_voices)."""
-    voices.check_voices(language, tts)
+__all__ = ["STAGE", "run"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,6 +158,8 @@ class Engines:
         self._coqui_lock = threading.Lock()
 
     def get(self, voice: voices.Voice):
+        if voice.backend == "coqui":
+            return self.coqui()
         key = (voice.backend, str(voice.model_path))
         with self._load_lock:
             if key not in self._loaded:
@@ -180,10 +177,8 @@ class Engines:
                 elif voice.backend == "piper":
                     self._loaded[key] = tb.load_piper(str(voice.model_path),
                                                       str(voice.config_path), voice.identity)
-                elif voice.backend == "espeak":
-                    self._loaded[key] = tb.ESpeakBackend()
                 else:
-                    self._loaded[key] = self._coqui()
+                    self._loaded[key] = tb.ESpeakBackend()
             return self._loaded[key]
 
     def timing(self, voice: voices.Voice):
@@ -195,16 +190,13 @@ class Engines:
 
     def coqui(self) -> tb.CoquiBackend:
         with self._load_lock:
-            return self._coqui()
-
-    def _coqui(self) -> tb.CoquiBackend:
-        key = ("coqui", "model")
-        if key not in self._loaded:
-            coqui = self.tts["coqui"]
-            folder = voices.coqui_model_dir(self.tts)
-            self._loaded[key] = tb.CoquiBackend(folder, coqui.get("language_code"), self.threads,
-                                                default_speaker=coqui.get("speaker"))
-        return self._loaded[key]
+            if "coqui" not in self._loaded:
+                coqui = self.tts["coqui"]
+                log.info("loading coqui voice %s", coqui["model_dir"])
+                self._loaded["coqui"] = tb.CoquiBackend(
+                    voices.coqui_model_dir(self.tts), coqui["language_code"], self.threads,
+                    default_speaker=coqui["speaker"])
+            return self._loaded["coqui"]
 
     def coqui_speakers(self) -> list[str]:
         """The Coqui model's speakers, read from its folder when possible (a cached
@@ -334,11 +326,6 @@ def clone_references(lines: list[Line], audio_path: str | Path | None, folder: P
 
 
 # ---------------------------------------------------------------------------------------
-# The output folder
-# ---------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------------
 
@@ -352,13 +339,12 @@ class Job:
     reference: Path | None
     path: Path
     seed: int
-    speed: float | None = None  # None: the stage's tts.speed
+    speed: float
 
 
-def make(job: Job, engines: Engines, speed: float) -> None:
+def make(job: Job, engines: Engines) -> None:
     """Synthesize one line into the cache, atomically (concurrent jobs may share keys)."""
-    audio, rate = engines.synthesize(job.voice, job.text, job.speed or speed, job.reference,
-                                     job.seed)
+    audio, rate = engines.synthesize(job.voice, job.text, job.speed, job.reference, job.seed)
     with atomic_path(job.path) as tmp:
         sf.write(str(tmp), finish_audio(audio, rate), rate, subtype="PCM_16")
     # Outputs are hard links to this file: read-only, so that editing a wav in tts/
@@ -366,7 +352,7 @@ def make(job: Job, engines: Engines, speed: float) -> None:
     os.chmod(job.path, 0o444)
 
 
-def make_all(jobs: list[Job], engines: Engines, speed: float) -> None:
+def make_all(jobs: list[Job], engines: Engines) -> None:
     """Run the jobs on the rule's threads; the first failure stops the rest.
 
     Fewer lines than threads (a one-line edit) share the threads inside the Kokoro
@@ -376,11 +362,11 @@ def make_all(jobs: list[Job], engines: Engines, speed: float) -> None:
         engines.kokoro_threads = max(1, engines.threads // len(jobs))
     if engines.threads == 1 or len(jobs) < 2:
         for done, job in enumerate(jobs, 1):
-            make(job, engines, speed)
+            make(job, engines)
             progress.update(done)
         return
     with ThreadPoolExecutor(max_workers=engines.threads) as pool:
-        futures = [pool.submit(make, job, engines, speed) for job in jobs]
+        futures = [pool.submit(make, job, engines) for job in jobs]
         try:
             for done, future in enumerate(as_completed(futures), 1):
                 future.result()
@@ -457,6 +443,20 @@ def faster_speed(current: float, natural: float, room: float, tts: dict) -> floa
     return round(min(current * factor, fastest), 3)
 
 
+def queue(entry: TtsLine, line: Line, voice: voices.Voice, speed: float, language: str,
+          references: dict, cache_dir: Path, jobs: dict[str, Job]) -> None:
+    """Point ``entry`` at the cache entry of ``line`` said at ``speed`` and add its job to
+    ``jobs`` unless that entry exists; a repeated line ("Yes.") is made once and counts
+    as cached after that."""
+    reference, ref_hash = references.get(line.speaker, (None, None))
+    key = cache_key(line.text, voice, speed, language, ref_hash)
+    path = cache_path(cache_dir, key)
+    entry.cache_key = key
+    entry.cached = key in jobs or read_cached(path) is not None
+    if not entry.cached:
+        jobs[key] = Job(line.text, voice, reference, path, int(key[:8], 16), speed)
+
+
 def speak_faster_where_needed(entries: list[TtsLine], lines: list[Line], rooms: dict[str, float],
                               chosen: dict, tts: dict, language: str,
                               references: dict) -> list[Job]:
@@ -479,15 +479,9 @@ def speak_faster_where_needed(entries: list[TtsLine], lines: list[Line], rooms: 
         info = sf.info(str(cache_path(cache_dir, entry.cache_key)))
         line_speed = faster_speed(entry.engine_speed or tts["speed"],
                                   info.frames / info.samplerate, rooms[entry.id], tts)
-        if line_speed is None:
-            continue
-        reference, ref_hash = references.get(line.speaker, (None, None))
-        key = cache_key(line.text, voice, line_speed, language, ref_hash)
-        path = cache_path(cache_dir, key)
-        entry.cache_key, entry.engine_speed = key, line_speed
-        entry.cached = key in jobs or read_cached(path) is not None
-        if not entry.cached:
-            jobs[key] = Job(line.text, voice, reference, path, int(key[:8], 16), line_speed)
+        if line_speed is not None:
+            entry.engine_speed = line_speed
+            queue(entry, line, voice, line_speed, language, references, cache_dir, jobs)
     return list(jobs.values())
 
 
@@ -507,7 +501,7 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
     engines = Engines(tts, language, threads)
     speed = tts["speed"]
     cache_dir = Path(tts["cache_dir"])
-    clone = tts["backend"] == "coqui" and bool(tts["coqui"].get("clone"))
+    clone = tts["backend"] == "coqui" and tts["coqui"]["clone"]
     spoken = [line for line in lines if line.text]
     pitches = source_pitches(lines, audio_path) if lines else {}
     chosen = choose_voices(lines, language, tts, engines, clone, pitches) if lines else {}
@@ -521,23 +515,15 @@ def run(translation_path: str | Path, output_dir: str | Path, language: str, tts
             entry = TtsLine(line.id, line.speaker, line.start, line.end, line.text,
                             str(voice.spec), voice.backend)
             if line.text:
-                reference, ref_hash = references.get(line.speaker, (None, None))
                 line_speed = predicted_speed(line.text, rooms[line.id], voice, tts, engines)
-                key = cache_key(line.text, voice, line_speed, language, ref_hash)
-                path = cache_path(cache_dir, key)
-                # A repeated line ("Yes.") is made once and counts as cached after that.
-                entry.cache_key = key
-                entry.cached = key in jobs or read_cached(path) is not None
                 if line_speed != speed:
                     entry.engine_speed = line_speed
-                if not entry.cached:
-                    jobs[key] = Job(line.text, voice, reference, path, int(key[:8], 16),
-                                    line_speed)
+                queue(entry, line, voice, line_speed, language, references, cache_dir, jobs)
             entries.append(entry)
-        make_all(list(jobs.values()), engines, speed)
+        make_all(list(jobs.values()), engines)
         faster = speak_faster_where_needed(entries, lines, rooms, chosen, tts, language,
                                            references)
-        make_all(faster, engines, speed)
+        make_all(faster, engines)
         for entry in entries:
             if entry.cache_key:
                 path = cache_path(cache_dir, entry.cache_key)
