@@ -39,7 +39,6 @@ import numpy as np
 
 from dubflow.errors import ModelError
 
-BACKENDS = ("kokoro", "piper", "espeak", "coqui")
 ALIASES = {"espeak-ng": "espeak", "espeakng": "espeak"}
 # What may follow '@' in a spec, per backend. `shift` moves pitch and formants of a
 # neural voice by a factor (see shift_voice): the way one Piper or Coqui voice becomes
@@ -78,7 +77,7 @@ class VoiceSpec:
 
     def with_params(self, **values: Any) -> VoiceSpec:
         merged = dict(self.params)
-        merged.update({k: _format_number(v) for k, v in values.items() if v is not None})
+        merged.update({k: f"{float(v):g}" for k, v in values.items() if v is not None})
         return VoiceSpec(self.backend, self.name, tuple(sorted(merged.items())))
 
     def __str__(self) -> str:
@@ -107,7 +106,7 @@ def parse_spec(spec: str) -> VoiceSpec:
     backend, _, name = text.partition(":")
     backend = ALIASES.get(backend.strip().lower(), backend.strip().lower())
     name = name.strip()
-    if backend not in BACKENDS:
+    if backend not in PARAMS:
         raise ValueError(
             f"'{spec}' names no known backend (use kokoro:, piper:, espeak: or coqui:)"
         )
@@ -125,7 +124,7 @@ def parse_spec(spec: str) -> VoiceSpec:
         low, high = allowed[key]
         if not _is_number(value) or not low <= float(value) <= high:
             raise ValueError(f"'{spec}' sets {key}={value}; use a number from {low:g} to {high:g}")
-        params[key] = _format_number(float(value))
+        params[key] = f"{float(value):g}"
     return VoiceSpec(backend, name, tuple(sorted(params.items())))
 
 
@@ -135,12 +134,6 @@ def _is_number(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _format_number(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return f"{float(value):g}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,9 +191,7 @@ class ESpeakLibrary:
         # seed per line makes that part repeatable. (Its pitch-flutter phase still runs
         # on from one utterance to the next, so lines may differ by a few samples
         # between runs: the line cache, not the synthesiser, makes re-runs identical.)
-        self._seed = getattr(self._lib, "espeak_ng_SetRandSeed", None)
-        if self._seed is not None:
-            self._seed.argtypes = [ctypes.c_long]
+        self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         synchronous = 2  # AUDIO_OUTPUT_SYNCHRONOUS
         rate = self._lib.espeak_Initialize(synchronous, 0, str(self.data_path.parent).encode(), 0)
         if rate <= 0:
@@ -272,8 +263,7 @@ class ESpeakLibrary:
             self._lib.espeak_SetParameter(self._RATE, int(rate or ESPEAK_DEFAULT_RATE), 0)
             self._lib.espeak_SetParameter(self._PITCH, int(
                 ESPEAK_DEFAULT_PITCH if pitch is None else pitch), 0)
-            if self._seed is not None:
-                self._seed(0)
+            self._lib.espeak_ng_SetRandSeed(0)
             self._chunks = []
             data = text.encode() + b"\0"
             # position 0, POS_CHARACTER, no end position, espeakCHARS_AUTO (UTF-8), no SSML
@@ -311,11 +301,9 @@ def espeak_available() -> bool:
 
 def espeak_identity() -> str:
     """What the espeak-ng audio depends on besides the text: library and data version."""
-    import espeakng_loader
-
-    library = Path(espeakng_loader.get_library_path())
-    stat = library.stat()
-    return f"espeak-ng|{espeak_library().version}|{stat.st_size}|{stat.st_mtime_ns}"
+    library = espeak_library()
+    stat = library.library_path.stat()
+    return f"espeak-ng|{library.version}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 class ESpeakBackend:
@@ -329,11 +317,8 @@ class ESpeakBackend:
     def synthesize(self, text: str, spec: VoiceSpec, speed: float = 1.0) -> tuple[np.ndarray, int]:
         rate = spec.number("rate", ESPEAK_DEFAULT_RATE) * speed
         pitch = spec.number("pitch")
-        audio, sample_rate = self.library.speak(
-            text, spec.name, rate=round(min(max(rate, 80), 450)),
-            pitch=None if pitch is None else round(pitch),
-        )
-        return audio, sample_rate
+        return self.library.speak(text, spec.name, rate=round(min(max(rate, 80), 450)),
+                                  pitch=None if pitch is None else round(pitch))
 
 
 # ---------------------------------------------------------------------------------------
@@ -374,18 +359,17 @@ class PiperBackend:
 
     name = "piper"
 
-    def __init__(self, model_path: str | Path, config_path: str | Path, threads: int = 1) -> None:
+    def __init__(self, model_path: str | Path, config_path: str | Path) -> None:
         import onnxruntime
         from piper import PiperVoice
         from piper.config import PiperConfig
 
         options = onnxruntime.SessionOptions()
         # onnxruntime ignores OMP_NUM_THREADS and would start one thread per core.
-        options.intra_op_num_threads = max(1, threads)
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        self.config_dict = read_piper_config(config_path)
         self.voice = PiperVoice(
-            config=PiperConfig.from_dict(self.config_dict),
+            config=PiperConfig.from_dict(read_piper_config(config_path)),
             session=onnxruntime.InferenceSession(
                 str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
             ),
@@ -417,7 +401,7 @@ class PiperBackend:
 @functools.lru_cache(maxsize=4)
 def load_piper(model_path: str, config_path: str, identity: str = "") -> PiperBackend:
     """A Piper voice loaded once per process (``identity`` changes when the file does)."""
-    return PiperBackend(model_path, config_path, threads=1)
+    return PiperBackend(model_path, config_path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -523,10 +507,6 @@ class CoquiBackend:
         names = sorted(getattr(manager, "speaker_names", None) or [])
         return names if len(names) > 1 else []
 
-    @property
-    def is_multilingual(self) -> bool:
-        return bool(self.api.is_multi_lingual)
-
     def synthesize(self, text: str, spec: VoiceSpec, speed: float = 1.0,
                    language: str = "", reference: Path | None = None,
                    seed: int = 0) -> tuple[np.ndarray, int]:
@@ -547,7 +527,7 @@ class CoquiBackend:
         wav = self.api.tts(
             text,
             speaker=speaker if reference is None and self.speakers else None,
-            language=language if self.is_multilingual else None,
+            language=language if self.api.is_multi_lingual else None,
             speaker_wav=str(reference) if reference is not None else None,
             split_sentences=True,
         )
