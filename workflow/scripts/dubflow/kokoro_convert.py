@@ -43,19 +43,17 @@ def _onnx():
     return onnx
 
 
-def convert(source: Path, dest: Path) -> dict[str, int]:
-    """Write the fast graph of the int8 model ``source`` to ``dest``; return counts."""
+def convert(source: Path, dest: Path) -> None:
+    """Write the fast graph of the int8 model ``source`` to ``dest``."""
     onnx = _onnx()
     model = onnx.load(str(source))
-    graph = model.graph
-    floats = float_convs(onnx, graph)
-    planar = convs_as_2d(onnx, graph)
-    _drop_dead(graph)
+    float_convs(model.graph)
+    convs_as_2d(model.graph)
+    _drop_dead(model.graph)
     onnx.save(model, str(dest))
-    return {"float_convs": floats, "convs_2d": planar}
 
 
-def float_convs(onnx, graph) -> int:
+def float_convs(graph) -> None:
     """Replace each ConvInteger chain by a float Conv over its dequantized weights."""
     from onnx import helper, numpy_helper
 
@@ -88,7 +86,6 @@ def float_convs(onnx, graph) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(added)
-    return len(replaced)
 
 
 def _chain(node, producer, consumers, init) -> tuple[list, str | None]:
@@ -118,13 +115,13 @@ def _chain(node, producer, consumers, init) -> tuple[list, str | None]:
     return chain, bias
 
 
-def convs_as_2d(onnx, graph) -> int:
+def convs_as_2d(graph) -> None:
     """Run every 1-D Conv with constant weights as a 2-D Conv of height 1."""
     from onnx import helper, numpy_helper
 
     init = {t.name: t for t in graph.initializer}
     graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), AXIS_NAME))
-    nodes, count, reshaped = [], 0, set()
+    nodes, reshaped = [], set()
     for node in graph.node:
         weight = init.get(node.input[1]) if node.op_type == "Conv" else None
         if weight is None or (len(weight.dims) != 3 and weight.name not in reshaped):
@@ -149,10 +146,8 @@ def convs_as_2d(onnx, graph) -> int:
                                    name=f"{node.name}_2d", **attrs),
                   helper.make_node("Squeeze", [out, AXIS_NAME], [node.output[0]],
                                    name=f"{node.name}_squeeze")]
-        count += 1
     del graph.node[:]
     graph.node.extend(nodes)
-    return count
 
 
 def _drop_dead(graph) -> None:
@@ -176,12 +171,12 @@ def _drop_dead(graph) -> None:
 DURATIONS_OUTPUT = "/encoder/predictor/ReduceSum_output_0"
 
 
-def durations_graph(source: Path, dest: Path) -> int:
+def durations_graph(source: Path, dest: Path) -> None:
     """Write the part of the served graph ``source`` that predicts token durations.
 
     It is the text encoder and the duration predictor (1,130 of 3,043 nodes, 15 MB):
     about 40 ms for a line whose audio takes 3 s to make, so the synthesize stage can know
-    a line's length at any speed before it pays for the audio. Returns the node count.
+    a line's length at any speed before it pays for the audio.
     """
     onnx = _onnx()
     from onnx.utils import Extractor
@@ -189,4 +184,3 @@ def durations_graph(source: Path, dest: Path) -> int:
     sub = Extractor(onnx.load(str(source))).extract_model(["tokens", "style"],
                                                           [DURATIONS_OUTPUT])
     onnx.save(sub, str(dest))
-    return len(sub.graph.node)
