@@ -11,13 +11,8 @@ import numpy as np
 
 
 def median_f0(audio: np.ndarray, rate: int, fmin: float = 60.0, fmax: float = 400.0) -> float:
-    """Median F0 (Hz) of the voiced frames, by YIN (de Cheveigné & Kawahara 2002).
-
-    Nothing in the venv tracks pitch (no librosa, pyworld or parselmouth), and YIN's
-    cumulative-mean-normalised difference is robust enough for a median over seconds of
-    clean synthetic speech: frames count as voiced when their aperiodicity is below
-    0.15 and they are within 30 dB of the loudest frame.
-    """
+    """Median F0 (Hz) of the voiced frames: those whose aperiodicity (YIN's
+    cumulative-mean-normalised difference) is below 0.15, within 30 dB of the loudest."""
     if rate != 16000:
         audio, rate = to_16k(audio, rate), 16000
     frame, hop = int(0.04 * rate), int(0.01 * rate)

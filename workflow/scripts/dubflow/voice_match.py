@@ -33,27 +33,29 @@ MIN_VOICED_S = 1.0  # a speaker with less speech than this gets no F0 (matched b
 MAX_PITCH_S = 30.0
 
 
-@functools.lru_cache(maxsize=2)
-def load_catalogue(path: str = str(CATALOGUE)) -> dict:
+@functools.cache
+def load_catalogue() -> dict:
     import yaml
 
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return yaml.safe_load(CATALOGUE.read_text(encoding="utf-8")) or {}
 
 
-def catalogue_voices(language: str, path: str = str(CATALOGUE)) -> list[dict]:
+def measured(language: str) -> dict[str, dict]:
+    """The catalogue's voices for ``language`` (Kokoro's and espeak-ng's) by name."""
+    return ((load_catalogue().get("languages") or {}).get(language) or {}).get("voices") or {}
+
+
+def catalogue_voices(language: str) -> list[dict]:
     """The Kokoro voices measured for ``language``: name, f0_hz, wer, speed; clearest first."""
-    entry = (load_catalogue(path).get("languages") or {}).get(language) or {}
-    voices = [{"name": name, **figures} for name, figures in (entry.get("voices") or {}).items()
+    voices = [{"name": name, **figures} for name, figures in measured(language).items()
               if not name.startswith("espeak")]
     return sorted(voices, key=lambda v: (v["wer"], v["name"]))
 
 
-def kokoro_is_better(language: str, path: str = str(CATALOGUE)) -> bool:
+def kokoro_is_better(language: str) -> bool:
     """True when the clearest Kokoro voice beat espeak-ng's on the catalogue's sentences."""
-    entry = (load_catalogue(path).get("languages") or {}).get(language) or {}
-    espeak = [f["wer"] for name, f in (entry.get("voices") or {}).items()
-              if name.startswith("espeak")]
-    voices = catalogue_voices(language, path)
+    espeak = [f["wer"] for name, f in measured(language).items() if name.startswith("espeak")]
+    voices = catalogue_voices(language)
     return bool(voices) and (not espeak or voices[0]["wer"] < min(espeak))
 
 
