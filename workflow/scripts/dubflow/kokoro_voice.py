@@ -19,10 +19,10 @@ weights dequantized into float convolutions that onnxruntime runs with its fast 
 ``DURATIONS_FILE``, is the served graph cut after its duration predictor: it tells how
 long a line will be at any speed for 1-2 % of the cost of saying it (:class:`KokoroTiming`).
 
-Heavy imports (onnxruntime, kokoro_onnx, phonemizer) happen in :func:`load`, never at
+Heavy imports (onnxruntime, kokoro_onnx, phonemizer) happen in :func:`_open`, never at
 import time, so parse-time checks stay cheap.
 
-Why one module of about 530 lines: installing, checking and loading all work on the same
+Why one module of about 470 lines: installing, checking and loading all work on the same
 pinned files and hashes (JOINED_FILE, MODEL_FILE, DURATIONS_FILE, the stamp), so they
 change together; the graph rewrite itself is already kokoro_convert.py.
 """

@@ -7,7 +7,7 @@ Each backend is an object that loads its voice or model once and then turns one 
 text into float32 mono samples at the voice's own rate. Piper runs with its noise terms
 at 0 and Coqui is seeded per line, so the same text gives the same samples; espeak-ng
 repeats itself up to a pitch-flutter phase it carries from one utterance to the next
-(a few samples; see ESpeakLibrary). Re-runs are byte-identical because the synthesize
+(a few samples). Re-runs are byte-identical because the synthesize
 stage caches every line by content, not because every synthesiser is.
 
 A voice is named by a spec string (``piper:joe``, ``espeak:pt-br+f3@pitch=60``,
@@ -17,10 +17,9 @@ voice a speaker gets is decided in ``voices.py``; this module only makes sound.
 Heavy imports (onnxruntime through piper, torch through Coqui) happen when a backend is
 built, never at import time, so the Snakefile can import the parse-time checks cheaply.
 
-Why one module of about 600 lines: the three backends are 100-150 lines each and share
+Why one module of about 570 lines: the three backends are 100-150 lines each and share
 the spec syntax they are built from (:class:`VoiceSpec`, :func:`parse_spec`, which checks
 each backend's options); a module per backend would part the parser from what it checks.
-Kokoro, the largest, has its own module.
 """
 
 from __future__ import annotations
@@ -188,9 +187,7 @@ class ESpeakLibrary:
         self._lib.espeak_Info.restype = ctypes.c_char_p
         self._lib.espeak_Info.argtypes = [ctypes.c_void_p]
         # espeak-ng seeds its noise generator (breathy voices) from the clock; a fixed
-        # seed per line makes that part repeatable. (Its pitch-flutter phase still runs
-        # on from one utterance to the next, so lines may differ by a few samples
-        # between runs: the line cache, not the synthesiser, makes re-runs identical.)
+        # seed per line makes that part repeatable (its pitch-flutter phase is not).
         self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         synchronous = 2  # AUDIO_OUTPUT_SYNCHRONOUS
         rate = self._lib.espeak_Initialize(synchronous, 0, str(self.data_path.parent).encode(), 0)
@@ -225,15 +222,11 @@ class ESpeakLibrary:
 
     def list_voices(self) -> list[tuple[str, list[tuple[int, str]]]]:
         """(identifier, [(priority, language), ...]) of every voice in the data."""
-        with self._lock:
-            array = self._lib.espeak_ListVoices(None)
-            voices = []
-            for i in itertools.count():
-                if not array[i]:
-                    break
-                voice = array[i].contents
-                voices.append(((voice.identifier or b"").decode(), _languages(voice.languages)))
-        return voices
+        with self._lock:  # a NULL-terminated array of pointers
+            voices = [voice.contents for voice in itertools.takewhile(
+                bool, self._lib.espeak_ListVoices(None))]
+            return [((voice.identifier or b"").decode(), _languages(voice.languages))
+                    for voice in voices]
 
     def voice_for_language(self, code: str) -> str | None:
         """The espeak-ng voice name for an ISO 639 code ('zh' -> 'cmn'), or None."""
@@ -568,8 +561,7 @@ def shift_voice(synthesize, text: str, spec: VoiceSpec, speed: float) -> tuple[n
     factor = spec.number("shift", 1.0)
     if factor == 1.0:
         return synthesize(text, spec, speed)
-    from scipy.signal import resample_poly  # 1 s to import: only for a shifted voice
+    from dubflow.wav import resample
 
     audio, rate = synthesize(text, spec, speed / factor)
-    up, down = 100, round(100 * factor)
-    return resample_poly(audio, up, down).astype(np.float32), rate
+    return resample(audio, round(100 * factor), 100), rate

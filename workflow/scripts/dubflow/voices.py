@@ -320,13 +320,9 @@ def check_coqui_language(language: str, tts: dict) -> None:
 def espeak_base(language: str, tts: dict) -> str | None:
     """The espeak-ng voice a language's automatic variants are built on."""
     default = language_voices(tts, language).get("default")
-    if default:
-        try:
-            spec = tb.parse_spec(default)
-        except ValueError:
-            spec = None
-        if spec is not None and spec.backend == "espeak":
-            return spec.name.split("+")[0]
+    spec = tb.parse_spec(default) if default else None
+    if spec and spec.backend == "espeak":
+        return spec.name.split("+")[0]
     if not tb.espeak_available():
         return None
     library = tb.espeak_library()
