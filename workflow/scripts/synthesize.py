@@ -12,7 +12,7 @@ film re-synthesizes that line only; the others are hard-linked from the cache.
 The folder is built as a hidden sibling and renamed into place when complete, so a
 killed job never leaves a folder that looks finished.
 
-Why one stage file of about 600 lines: the steps of the job (voice choice, the line
+Why one stage file of about 550 lines: the steps of the job (voice choice, the line
 cache, speed prediction, the speak-faster pass, the atomic folder) share one
 :class:`Engines` and one cache layout. How a voice is chosen (voices.py) and how it
 speaks (tts_backends.py, kokoro_voice.py) already live in the package; what is left here
@@ -168,10 +168,10 @@ class Engines:
                     from dubflow.kokoro_voice import KokoroBackend
 
                     # one single-threaded session per job, lines side by side on the rule's
-                    # threads: on 2 cores 0.44 wall s per second of speech, against 1.25
-                    # for one line at a time on 2 intra-op threads and about the same
-                    # CPU as a session per thread without its memory (bench/kokoro_speed.py);
-                    # but a lone line (a one-line edit) gets all of them (make_all)
+                    # threads: on 2 cores 0.44 wall s per second of speech (0.72 CPU s),
+                    # against 1.25 for one line at a time on 2 intra-op threads, and about
+                    # the same CPU as a session per thread without its memory
+                    # (bench/kokoro_speed.py); but a lone line gets all of them (make_all)
                     self._loaded[key] = KokoroBackend(voice.model_path,
                                                       threads=self.kokoro_threads)
                 elif voice.backend == "piper":
@@ -356,7 +356,7 @@ def make_all(jobs: list[Job], engines: Engines) -> None:
     """Run the jobs on the rule's threads; the first failure stops the rest.
 
     Fewer lines than threads (a one-line edit) share the threads inside the Kokoro
-    session instead: a 5 s line on two threads takes about 2 s, on one 2.8 s."""
+    session instead (figures in kokoro_voice._open)."""
     progress = Progress(len(jobs), "synthesized", " lines", logger=log)
     if jobs:
         engines.kokoro_threads = max(1, engines.threads // len(jobs))
@@ -404,15 +404,11 @@ def predicted_speed(text: str, room: float, voice: voices.Voice, tts: dict,
         pass
     from dubflow.kokoro_voice import SPEED_LIMITS
 
-    # the engine's speed is the line's times the voice's pace, over its pitch shift
-    # (shift_voice speaks `shift` times slower, then resamples `shift` times shorter)
-    pace, shift = voice.spec.number("speed", 1.0), voice.spec.number("shift", 1.0)
-    to_engine = pace / shift
-    fastest = min(speed * boost, SPEED_LIMITS[1] / to_engine)
+    pace = voice.spec.number("speed", 1.0)  # the engine's speed is the line's times this
+    fastest = min(speed * boost, SPEED_LIMITS[1] / pace)
     engine = engines.timing(voice).fitting_speed(text, voice.spec.name, engines.language,
-                                                 room * shift, speed * to_engine,
-                                                 fastest * to_engine)
-    answer = round(engine / to_engine, 4)
+                                                 room, speed * pace, fastest * pace)
+    answer = round(engine / pace, 4)
     with contextlib.suppress(OSError):  # a memo that cannot be written is only slower
         with atomic_path(memo) as tmp:
             tmp.write_text(repr(answer))

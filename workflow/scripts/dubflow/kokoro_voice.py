@@ -275,9 +275,7 @@ def _open(folder: Path, graph: str, threads: int, spin: bool = False) -> tuple[A
     onnxruntime ignores OMP_NUM_THREADS and would start a thread per core, so the session
     gets ``threads`` intra-op threads and one inter-op thread, on the CPU provider only.
     Its pool threads must not spin while waiting: on 2 shared cores spinning cost 27 %
-    more CPU per second of speech (0.996 against 0.783). The synthesize stage uses one
-    thread per session and runs lines side by side instead (0.72 CPU s/s, twice the
-    speed), which beats two intra-op threads on one line. ``spin`` is for latency alone
+    more CPU per second of speech (0.996 against 0.783). ``spin`` is for latency alone
     (the review app's one-line previews): a 5.6 s line took 1.5-1.8 s on two spinning
     threads, 1.9-2.1 s on two waiting ones and 2.8 s on one.
     """
