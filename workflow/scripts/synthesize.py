@@ -182,8 +182,7 @@ class Engines:
             return self._loaded[key]
 
     def timing(self, voice: voices.Voice):
-        """Kokoro's duration predictor (kokoro_voice.KokoroTiming): loaded without the
-        decoder, so a re-run whose lines are all cached never loads the full model."""
+        """Kokoro's duration predictor (kokoro_voice.KokoroTiming), not the full model."""
         from dubflow.kokoro_voice import timing
 
         return timing(str(voice.model_path))
@@ -388,7 +387,9 @@ def predicted_speed(text: str, room: float, voice: voices.Voice, tts: dict,
                     engines: Engines) -> float:
     """The speed to ask a Kokoro voice for at once: its own pace, or the slowest faster
     one (up to tts.max_speed_boost) at which Kokoro's duration predictor says the line
-    fits its room. Other engines are cheap to run twice (speak_faster_where_needed).
+    fits its room, instead of once at its own pace and again faster: on a 10-minute video
+    154 of 193 lines need it, and saying them twice was 40 % of the stage's time. Other
+    engines are cheap to run twice (speak_faster_where_needed).
 
     The answer is remembered in the TTS cache under a hash of everything it depends on,
     so a re-run after a one-line edit predicts only that line (193 predictions were 2.7 s
@@ -483,12 +484,7 @@ def speak_faster_where_needed(entries: list[TtsLine], lines: list[Line], rooms: 
 
 def run(translation_path: str | Path, output_dir: str | Path, language: str, tts: dict,
         audio_path: str | Path | None = None, threads: int = 1) -> list[dict]:
-    """Synthesize every line of translation.json into ``output_dir``; return lines.json.
-
-    A Kokoro line too long for its room is spoken at once at the speed that fits
-    (predicted_speed), instead of once at its own pace and again faster: on a 10-minute
-    video 154 of 193 lines need it, and saying them twice was 40 % of the stage's time.
-    """
+    """Synthesize every line of translation.json into ``output_dir``; return lines.json."""
     tts = voices.settings(tts)
     translation = read_translation(translation_path)
     lines, target = translation.lines, translation.target_language

@@ -174,9 +174,8 @@ DURATIONS_OUTPUT = "/encoder/predictor/ReduceSum_output_0"
 def durations_graph(source: Path, dest: Path) -> None:
     """Write the part of the served graph ``source`` that predicts token durations.
 
-    It is the text encoder and the duration predictor (1,130 of 3,043 nodes, 15 MB):
-    about 40 ms for a line whose audio takes 3 s to make, so the synthesize stage can know
-    a line's length at any speed before it pays for the audio.
+    It is the text encoder and the duration predictor (1,130 of 3,043 nodes, 15 MB), all
+    that kokoro_voice.KokoroTiming runs to know a line's length before it is made.
     """
     onnx = _onnx()
     from onnx.utils import Extractor

@@ -406,10 +406,7 @@ class KokoroTiming:
     against ~3 s for the audio), on the same phonemes, batches and style rows kokoro-onnx
     0.6.1 uses (its ``_prepare`` and ``_style_for``; the version is pinned), so the
     synthesize stage asks for the one speed that fits a line's room instead of guessing
-    from its characters and saying it a second time when the guess was short.
-
-    The length counted is the words': the padding tokens and the punctuation at either end
-    are silence that kokoro-onnx and the synthesize stage trim (SPOKEN_SHARE). Loading
+    from its characters and saying it a second time when the guess was short. Loading
     costs 15 MB and no decoder, so a re-run whose lines are all cached stays cheap.
     """
 
