@@ -37,7 +37,7 @@ def test_container_extract_and_mux(container, speech_video, tmp_path):
     original = probe(video, stage="test")
 
     info = extract(video, tmp_path / "audio.wav", tmp_path / "source.wav")
-    assert info.has_audio
+    assert info.audio_streams
     analysis = probe(tmp_path / "audio.wav", stage="test")
     assert (analysis.streams[0].sample_rate, analysis.streams[0].channels) == (16000, 1)
     assert abs(analysis.duration_s - original.duration_s) < 0.2

@@ -72,7 +72,6 @@ __all__ = [
     "resolve_binary",
     "run",
     "run_ffmpeg",
-    "run_ffprobe",
     "settings",
     "timeout_for",
 ]
@@ -139,10 +138,7 @@ def timeout_for(cfg: Settings, media_duration_s: float | None) -> float:
     """
     if cfg.timeout_s is not None:
         return cfg.timeout_s
-    duration = media_duration_s if media_duration_s and media_duration_s > 0 else 0.0
-    return max(
-        cfg.min_timeout_s, cfg.min_timeout_s + cfg.timeout_per_media_s * duration
-    )
+    return cfg.min_timeout_s + cfg.timeout_per_media_s * max(media_duration_s or 0.0, 0.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -309,12 +305,11 @@ def parse_help(text: str) -> dict[str, set[str]] | None:
     return options
 
 
-def missing_capabilities(path: str, needs: dict | None = None) -> list[str]:
+def missing_capabilities(path: str, needs: dict) -> list[str]:
     """What the ffmpeg at ``path`` lacks of ``ffmpeg_needs`` (empty when it has it all):
     each entry names the filter/encoder/muxer, the option or value, and the stages."""
     import concurrent.futures
 
-    needs = needs if needs is not None else ffmpeg_needs.all_needs()
     asks = [(kind, name, need) for kind, table in needs.items() for name, need in table.items()]
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         helps = list(pool.map(lambda ask: parse_help(run_tool(path, ["-h", f"{ask[0]}={ask[1]}"])),
@@ -508,25 +503,6 @@ def run_ffmpeg(
     )
 
 
-def run_ffprobe(
-    args: Sequence[str],
-    *,
-    stage: str,
-    path: PathLike | None,
-    config: dict[str, Any] | None = None,
-    media_duration_s: float | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run ffprobe with ``args``; see :func:`run` (ffprobe has no progress stream)."""
-    return run(
-        "ffprobe",
-        args,
-        stage=stage,
-        path=path,
-        config=config,
-        media_duration_s=media_duration_s,
-    )
-
-
 def run(
     tool: Tool,
     args: Sequence[str],
@@ -699,9 +675,8 @@ def _run_once(
         finished.set()
         timer.cancel()
         reader.join(_READER_JOIN_S)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        proc.stdout.close()
+        proc.stderr.close()
     return _Outcome(
         returncode=proc.returncode,
         stdout=b"".join(stdout).decode("utf-8", errors="replace"),
@@ -710,10 +685,8 @@ def _run_once(
     )
 
 
-def _drain(stream: IO[bytes] | None, sink: collections.deque[str]) -> None:
+def _drain(stream: IO[bytes], sink: collections.deque[str]) -> None:
     """Read a pipe to EOF into ``sink`` (decoded, one entry per line)."""
-    if stream is None:
-        return
     try:
         for raw in stream:
             for line in raw.decode("utf-8", errors="replace").splitlines():
@@ -749,13 +722,7 @@ def _make_die_with_parent() -> Callable[[int], None] | None:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
-    prctl.argtypes = [
-        ctypes.c_int,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-    ]
+    prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
     prctl.restype = ctypes.c_int
     pr_set_pdeathsig = 1
 
@@ -1085,10 +1052,6 @@ class MediaInfo:
     def subtitle_streams(self) -> list[StreamInfo]:
         return [s for s in self.streams if s.codec_type == "subtitle"]
 
-    @property
-    def has_audio(self) -> bool:
-        return bool(self.audio_streams)
-
 
 def probe(
     path: PathLike, *, stage: str, config: dict[str, Any] | None = None
@@ -1096,7 +1059,7 @@ def probe(
     """Describe ``path`` with ffprobe; unreadable media raises the corrupt-file sentence."""
     shown = _display(path)
     args = ["-v", "error", "-print_format", "json", "-show_format", "-show_streams"]
-    result = run_ffprobe([*args, file_arg(path)], stage=stage, path=path, config=config)
+    result = run("ffprobe", [*args, file_arg(path)], stage=stage, path=path, config=config)
     try:
         data = json.loads(result.stdout or "{}")
     except json.JSONDecodeError as exc:
