@@ -25,8 +25,8 @@ BLEED_PROBE_S = 120.0  # the bleed is estimated on this much audio from the star
 log = logging.getLogger(__name__)
 
 
-def bleed_db(bed_wav: Path, speech_db: float, threads: int, method: str = "spleeter",
-             dtln_model: str | Path | None = None) -> float | None:
+def bleed_db(bed_wav: Path, speech_db: float, threads: int, method: str,
+             dtln_model: str | Path | None) -> float | None:
     """Speech energy the separator still finds in the bed's first BLEED_PROBE_S, relative
     to ``speech_db``, what it found in the same span of the source (None when that span
     holds no speech to compare with)."""
@@ -43,8 +43,6 @@ def run(source_wav: str | Path, bed_wav: str | Path, report_json: str | Path,
         method: str = "spleeter", threads: int = 1,
         dtln_model: str | Path | None = None) -> dict:
     """Write the bed and a small report (figures for the log and the QA page)."""
-    if method not in ("spleeter", "dtln"):
-        raise ValueError(f"separation method {method!r} has no separate job; this is a bug")
     stats = separation.separate_file(Path(source_wav), Path(bed_wav), threads=threads,
                                      probe_s=BLEED_PROBE_S, method=method,
                                      dtln_model=dtln_model)

@@ -26,12 +26,12 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from scipy.signal import resample_poly
 from torch import nn
 
 from dubflow.atomic import atomic_path
 from dubflow.errors import InputError, ModelError
-from dubflow.separation_weights import CHECKPOINTS, WEIGHTS_PIN, check_weights, weights_path  # noqa: F401
+from dubflow.separation_weights import CHECKPOINTS, WEIGHTS_PIN, check_weights, weights_path
+from dubflow.wav import resample
 
 MODEL_RATE = 44_100
 N_FFT = 4096
@@ -40,10 +40,6 @@ BINS = 1024  # F: the model sees 0-11 kHz
 SEGMENT = 512  # T: frames per U-Net input
 EPS = 1e-10
 WAV_LIMIT = 2**32 - 2**16  # past ~4 GB of data a WAV header overflows: write RF64
-
-
-
-
 
 
 def _load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -98,7 +94,6 @@ class UNet(nn.Module):
 @functools.lru_cache(maxsize=1)
 def load_model(folder: str) -> tuple[UNet, UNet]:
     """The vocals and accompaniment networks, in eval mode, loaded once per process."""
-    check_weights(Path(folder))
     nets = []
     for name in CHECKPOINTS:
         net, state = UNet(), _load_checkpoint(Path(folder) / name)
@@ -180,19 +175,18 @@ def _separate_stereo(x: torch.Tensor, nets, chunk_seconds: float) -> torch.Tenso
 
 
 def _resample(audio: np.ndarray, source: int, target: int) -> np.ndarray:
-    """Polyphase resampling along the last axis (zero-phase: stems stay time-aligned),
-    one channel at a time so the filter's copies stay one channel long."""
+    """``wav.resample`` along the last axis (zero-phase: stems stay time-aligned), one
+    channel at a time so the filter's copies stay one channel long."""
     if source == target:
         return audio
-    g = math.gcd(source, target)
     out = np.empty((audio.shape[0], -(-audio.shape[1] * target // source)), np.float32)
     for channel, samples in enumerate(audio):
-        out[channel] = resample_poly(samples, target // g, source // g)
+        out[channel] = resample(samples, source, target)
     return out
 
 
 def separate_vocals(audio: np.ndarray, sample_rate: int, threads: int = 1,
-                    chunk_seconds: float = 30.0, weights: Path | None = None) -> np.ndarray:
+                    chunk_seconds: float = 30.0) -> np.ndarray:
     """The speech/vocals in ``audio`` (frames, channels), same rate, channels and length.
 
     The model is stereo: a mono source is duplicated and the two estimates averaged; more
@@ -202,7 +196,7 @@ def separate_vocals(audio: np.ndarray, sample_rate: int, threads: int = 1,
     if audio.ndim != 2 or audio.shape[0] == 0:
         raise InputError(f"separation needs (frames, channels) audio, got shape {audio.shape}; "
                          f"check that the source WAV has samples")
-    folder = weights if weights is not None else weights_path()
+    folder = weights_path()
     check_weights(folder)
     nets = load_model(str(folder))
     torch.set_num_threads(max(1, int(threads)))
@@ -265,13 +259,12 @@ def _read_source(source_wav: Path) -> tuple[np.ndarray, int]:
                          f"delete it and re-run so the extract stage writes it again") from None
 
 
-def separator(method: str, dtln_model: str | Path | None = None, chunk_seconds: float = 30.0,
-              weights: Path | None = None):
+def separator(method: str, dtln_model: str | Path | None):
     """``(audio, rate, threads) -> vocals`` for a mix.separation method, its model checked
     now, before any audio is read (``dtln_model``: mix.dtln_model, for dtln)."""
     if method == "spleeter":
-        check_weights(weights)
-        return functools.partial(separate_vocals, chunk_seconds=chunk_seconds, weights=weights)
+        check_weights()
+        return separate_vocals
     if method == "dtln":
         from dubflow import dtln
 
@@ -280,11 +273,9 @@ def separator(method: str, dtln_model: str | Path | None = None, chunk_seconds: 
     raise ValueError(f"separation method {method!r} has no separator; this is a bug")
 
 
-def separate_file(source_wav: Path, bed_wav: Path, vocals_wav: Path | None = None,
-                  threads: int = 1, chunk_seconds: float = 30.0,
-                  weights: Path | None = None, probe_s: float = 0.0,
+def separate_file(source_wav: Path, bed_wav: Path, threads: int = 1, probe_s: float = 0.0,
                   method: str = "spleeter", dtln_model: str | Path | None = None) -> dict:
-    """Write the bed (and optionally the vocals) of ``source_wav``; return figures for the log.
+    """Write the bed of ``source_wav``; return figures for the log.
 
     ``probe_s``: also return the vocals' energy over the first ``probe_s`` seconds
     (``vocals_probe_db``), so a caller comparing it with the bed need not separate the
@@ -293,7 +284,7 @@ def separate_file(source_wav: Path, bed_wav: Path, vocals_wav: Path | None = Non
     The source array is handed straight to ``separate_vocals``, which drops it once it is
     resampled, so a long film's source is not held beside the separation's buffers.
     """
-    separate = separator(method, dtln_model, chunk_seconds, weights)
+    separate = separator(method, dtln_model)
     source = [*_read_source(source_wav)]
     rate = source[1]
     started = time.perf_counter()
@@ -302,9 +293,6 @@ def separate_file(source_wav: Path, bed_wav: Path, vocals_wav: Path | None = Non
     elapsed = time.perf_counter() - started
     bed_peak = _write_bed(Path(source_wav), vocals, Path(bed_wav))
     vocals_peak = float(np.abs(vocals).max())
-    if vocals_wav is not None:
-        with atomic_path(vocals_wav) as tmp, _pcm24(tmp, rate, *vocals.shape[::-1]) as out:
-            out.write(np.clip(vocals, -1.0, 1.0))
     seconds = vocals.shape[0] / rate
     probe = {"vocals_probe_db": energy_db(vocals[:int(probe_s * rate)])} if probe_s else {}
     return {**probe, "seconds": round(seconds, 3), "separate_s": round(elapsed, 3),
