@@ -107,12 +107,9 @@ def filter_(name: str, *positional: object, **options: object) -> str:
     Refuses a filter, option or named value that is not declared in FILTERS, so the
     preflight check and the graphs cannot drift apart.
     """
-    need = FILTERS.get(name)
-    if need is None:
-        raise KeyError(f"ffmpeg filter {name!r} is not declared in ffmpeg_needs.FILTERS")
+    need = _declared("filter", name, options)
     if len(positional) > (1 if need.positional else 0):
         raise KeyError(f"ffmpeg filter {name!r} takes no positional value here")
-    _check_options("filter", name, need, options)
     args = [_format(value) for value in positional]
     args += [f"{key}={_format(value)}" for key, value in options.items()]
     return name + ("=" + ":".join(args) if args else "")
@@ -120,36 +117,32 @@ def filter_(name: str, *positional: object, **options: object) -> str:
 
 def codec(name: str, stream: str = "a", **options: object) -> list[str]:
     """``-c:a NAME -option value ...`` for a declared encoder."""
-    need = ENCODERS.get(name)
-    if need is None:
-        raise KeyError(f"ffmpeg encoder {name!r} is not declared in ffmpeg_needs.ENCODERS")
-    _check_options("encoder", name, need, options)
-    args = [f"-c:{stream}", name]
-    for key, value in options.items():
-        args += [f"-{key}", _format(value)]
-    return args
+    _declared("encoder", name, options)
+    return [f"-c:{stream}", name, *_option_args(options)]
 
 
 def muxer(name: str, **options: object) -> list[str]:
     """``-f NAME -option value ...`` for a declared muxer."""
-    need = MUXERS.get(name)
-    if need is None:
-        raise KeyError(f"ffmpeg muxer {name!r} is not declared in ffmpeg_needs.MUXERS")
-    _check_options("muxer", name, need, options)
-    args = ["-f", name]
-    for key, value in options.items():
-        args += [f"-{key}", _format(value)]
-    return args
+    _declared("muxer", name, options)
+    return ["-f", name, *_option_args(options)]
 
 
 def demuxer(name: str) -> list[str]:
     """``-f NAME`` for a declared input format."""
-    if name not in DEMUXERS:
-        raise KeyError(f"ffmpeg demuxer {name!r} is not declared in ffmpeg_needs.DEMUXERS")
+    _declared("demuxer", name, {})
     return ["-f", name]
 
 
-def _check_options(kind: str, name: str, need: Need, options: dict[str, object]) -> None:
+def _option_args(options: dict[str, object]) -> list[str]:
+    return [arg for key, value in options.items() for arg in (f"-{key}", _format(value))]
+
+
+def _declared(kind: str, name: str, options: dict[str, object]) -> Need:
+    """``name``'s declaration; KeyError for a name, option or named value not declared."""
+    need = all_needs()[kind].get(name)
+    if need is None:
+        table = f"{kind.upper()}S"  # FILTERS, ENCODERS, MUXERS, DEMUXERS
+        raise KeyError(f"ffmpeg {kind} {name!r} is not declared in ffmpeg_needs.{table}")
     for key, value in options.items():
         if key not in need.options:
             raise KeyError(f"option {key!r} of ffmpeg {kind} {name!r} is not declared in "
@@ -158,6 +151,7 @@ def _check_options(kind: str, name: str, need: Need, options: dict[str, object])
         if allowed is not None and _format(value) not in allowed:
             raise KeyError(f"value {value!r} of option {key!r} of ffmpeg {kind} {name!r} is "
                            f"not declared in ffmpeg_needs (declared: {sorted(allowed)})")
+    return need
 
 
 #: Options of every muxer (ffmpeg's AVFormatContext options), which ``-h muxer=NAME`` does
