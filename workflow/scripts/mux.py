@@ -48,8 +48,7 @@ def mux_args(video: str | Path, info: MediaInfo, dialogue: StreamInfo, source_la
     for track in dubs + subtitles:
         args += ["-i", file_arg(track.path)]
     source_audio = info.audio_streams if "audio" in keep else [dialogue]
-    source_subtitles = [s for s in info.streams if s.codec_type == "subtitle"] \
-        if "subtitles" in keep else []
+    source_subtitles = info.subtitle_streams if "subtitles" in keep else []
     args += ["-map", "0:V?"]
     args += [arg for i in range(len(dubs)) for arg in ("-map", f"{i + 1}:a:0")]
     args += [arg for s in source_audio for arg in ("-map", f"0:{s.index}")]

@@ -554,8 +554,7 @@ def run(
         flags = ["-hide_banner"]
     argv = [binary, *flags, *user_args]
 
-    attempts = cfg.retries + 1
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, cfg.retries + 2):
         logger.debug("%s: running %s", stage, shlex.join(argv))
         tracker = (
             _ProgressTracker(progress, media_duration_s, f"{stage}: {shown}")
@@ -568,31 +567,29 @@ def run(
                 argv, 0, stdout=outcome.stdout, stderr="\n".join(outcome.stderr_lines)
             )
         failure = _classify(outcome, user_args)
-        if failure.transient and attempt < attempts:
-            delay = _RETRY_BACKOFF_S * 2 ** (attempt - 1)
-            logger.warning(
-                "%s: %s failed on %s with a temporary error (%s); retry %d of %d in %.1f s",
-                stage,
+        if not failure.transient or attempt > cfg.retries:
+            raise _error(
                 tool,
-                shown,
-                failure.hint,
-                attempt,
-                cfg.retries,
-                delay,
+                failure,
+                outcome,
+                argv,
+                stage=stage,
+                path=shown,
+                timeout_s=timeout_s,
+                attempts=attempt,
             )
-            time.sleep(delay)
-            continue
-        raise _error(
+        delay = _RETRY_BACKOFF_S * 2 ** (attempt - 1)
+        logger.warning(
+            "%s: %s failed on %s with a temporary error (%s); retry %d of %d in %.1f s",
+            stage,
             tool,
-            failure,
-            outcome,
-            argv,
-            stage=stage,
-            path=shown,
-            timeout_s=timeout_s,
-            attempts=attempt,
+            shown,
+            failure.hint,
+            attempt,
+            cfg.retries,
+            delay,
         )
-    raise AssertionError("unreachable")  # pragma: no cover
+        time.sleep(delay)
 
 
 #: Binaries already named in this process's log (each stage log says which ffmpeg ran).
@@ -792,9 +789,6 @@ class _ProgressTracker:
 # Friendly errors
 # --------------------------------------------------------------------------------------
 
-# Checked in this order against the kept stderr (lower-cased); the first match wins. The
-# input's own problems come after disk and permission problems, because a damaged file
-# may print decoding warnings long before the write that actually failed.
 _DISK_FULL = ("no space left on device", "disk quota exceeded", "file too large")
 _PERMISSION = ("permission denied", "operation not permitted", "read-only file system")
 _NO_STREAM = ("matches no streams", "does not contain any stream")
@@ -806,8 +800,7 @@ _CORRUPT = (
     "partial file",
     "truncating packet",
 )
-# A mistake in the command line itself (ours, not the user's): reported generically, and
-# checked before _CORRUPT so that decoding warnings printed first do not blame the file.
+# A mistake in the command line itself (ours, not the user's): reported generically.
 _BAD_COMMAND = (
     "unrecognized option",
     "option not found",
@@ -826,6 +819,13 @@ _TRANSIENT = (
     "input/output error",
     "stale file handle",
 )
+# Checked in this order against the kept stderr (lower-cased); the first match wins. The
+# input's own problems come after disk and permission problems, because a damaged file
+# may print decoding warnings long before the write that actually failed, and a bad
+# command comes before a corrupt file, so that decoding warnings do not blame the file.
+_STDERR_CAUSES = (("disk_full", _DISK_FULL), ("permission", _PERMISSION),
+                  ("no_stream", _NO_STREAM), ("not_found", _NOT_FOUND),
+                  ("generic", _BAD_COMMAND), ("corrupt", _CORRUPT), ("transient", _TRANSIENT))
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.ENOMEM, errno.EINTR, errno.EIO}
 
 
@@ -864,31 +864,18 @@ def _classify(outcome: _Outcome, args: list[str]) -> _Failure:
     text = "\n".join(
         line for line in outcome.stderr_lines if "fontconfig" not in line.lower()
     ).lower()
-    if _contains(text, _DISK_FULL):
-        return _Failure("disk_full")
-    if _contains(text, _PERMISSION):
-        return _Failure("permission")
-    if _contains(text, _NO_STREAM):
-        spec = _missing_map_spec(outcome.stderr_lines, args)
-        if _is_audio_spec(spec) or (
-            not spec and ("-vn" in args or "does not contain any stream" in text)
-        ):
-            return _Failure("no_audio")
-        return _Failure("no_stream", hint=spec)
-    if _contains(text, _NOT_FOUND):
-        return _Failure("not_found")
-    if _contains(text, _BAD_COMMAND):
-        return _Failure("generic")
-    if _contains(text, _CORRUPT):
-        return _Failure("corrupt")
-    for pattern in _TRANSIENT:
-        if pattern in text:
-            return _Failure("transient", transient=True, hint=pattern)
+    for kind, patterns in _STDERR_CAUSES:
+        hint = next((p for p in patterns if p in text), None)
+        if hint is None:
+            continue
+        if kind == "no_stream":
+            hint = _missing_map_spec(outcome.stderr_lines, args)
+            if _is_audio_spec(hint) or (
+                not hint and ("-vn" in args or "does not contain any stream" in text)
+            ):
+                return _Failure("no_audio")
+        return _Failure(kind, transient=kind == "transient", hint=hint)
     return _Failure("generic")
-
-
-def _contains(text: str, patterns: tuple[str, ...]) -> bool:
-    return any(p in text for p in patterns)
 
 
 def _missing_map_spec(stderr_lines: list[str], args: list[str]) -> str:
