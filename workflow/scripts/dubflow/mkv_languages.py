@@ -121,10 +121,6 @@ def add_bcp47(path: str | Path, stage: str = "mux") -> int:
         void = after[-1]
         handle.seek(tracks.start)
         region = handle.read(void.end - tracks.start)
-        seek_head = next((e for e in top if e.id == SEEK_HEAD), None)
-        if seek_head is not None:
-            handle.seek(seek_head.start)
-            seek_bytes = bytearray(handle.read(seek_head.end - seek_head.start))
 
         # Tracks, with the new elements
         base = tracks.start
@@ -158,27 +154,27 @@ def add_bcp47(path: str | Path, stage: str = "mux") -> int:
         assert len(rewritten) == len(region)
 
         # SeekHead: what moved up by delta, in place (same byte length)
+        seek_head = next((e for e in top if e.id == SEEK_HEAD), None)
         if seek_head is not None:
+            handle.seek(seek_head.start)
+            seek_bytes = bytearray(handle.read(seek_head.end - seek_head.start))
             first, last = tracks.end - segment.data, void.start - segment.data
             children = _children(seek_bytes, seek_head.data - seek_head.start,
                                  seek_head.end - seek_head.start)
-            for seek in children:
-                if seek.id != SEEK:
-                    continue  # its CRC-32 or a Void
-                for field in _children(seek_bytes, seek.data, seek.end):
-                    if field.id != SEEK_POSITION:
-                        continue
-                    value = int.from_bytes(seek_bytes[field.data:field.end], "big")
-                    if first <= value < last:
-                        width = field.end - field.data
-                        try:
-                            seek_bytes[field.data:field.end] = (value + delta).to_bytes(width,
-                                                                                      "big")
-                        except OverflowError:
-                            raise InputError(
-                                f"{path}'s seek index cannot point past byte {value} in "
-                                f"{width} bytes (stage {stage}); run the mux stage again"
-                            ) from None
+            positions = [field for seek in children if seek.id == SEEK  # not a CRC-32 or Void
+                         for field in _children(seek_bytes, seek.data, seek.end)
+                         if field.id == SEEK_POSITION]
+            for field in positions:
+                value = int.from_bytes(seek_bytes[field.data:field.end], "big")
+                if first <= value < last:
+                    width = field.end - field.data
+                    try:
+                        seek_bytes[field.data:field.end] = (value + delta).to_bytes(width, "big")
+                    except OverflowError:
+                        raise InputError(
+                            f"{path}'s seek index cannot point past byte {value} in "
+                            f"{width} bytes (stage {stage}); run the mux stage again"
+                        ) from None
             if children and children[0].id == CRC32:  # sizes did not change: same offsets
                 body = bytes(seek_bytes[children[0].end:])
                 crc = children[0].data
