@@ -444,7 +444,7 @@ def file_arg(path: PathLike) -> str:
 
 def _check_args(args: Sequence[str]) -> list[str]:
     """Refuse anything that is not a clean list of ``str`` before a process is started."""
-    if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)):
+    if not isinstance(args, (list, tuple)):
         raise TypeError(
             "ffmpeg arguments must be a list of str, not "
             f"{type(args).__name__}: the runner never goes through a shell"
@@ -1117,11 +1117,9 @@ def _int(value: Any) -> int | None:
     return int(number) if number is not None else None
 
 
-def _clock(value: Any) -> float | None:
-    """Parse Matroska's ``HH:MM:SS.nnnnnnnnn`` DURATION tag."""
-    if not isinstance(value, str):
-        return None
-    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", value.strip())
+def _clock(value: str | None) -> float | None:
+    """Parse Matroska's ``HH:MM:SS.nnnnnnnnn`` DURATION tag (ffprobe's tags are strings)."""
+    match = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", (value or "").strip())
     if not match:
         return None
     hours, minutes, seconds = match.groups()

@@ -280,15 +280,13 @@ def separate_file(source_wav: Path, bed_wav: Path, threads: int = 1, probe_s: fl
     ``probe_s``: also return the vocals' energy over the first ``probe_s`` seconds
     (``vocals_probe_db``), so a caller comparing it with the bed need not separate the
     source a second time.
-
-    The source array is handed straight to ``separate_vocals``, which drops it once it is
-    resampled, so a long film's source is not held beside the separation's buffers.
     """
     separate = separator(method, dtln_model)
     source = [*_read_source(source_wav)]
     rate = source[1]
     started = time.perf_counter()
-    # pop: the separator then holds the only reference to the source samples
+    # pop: the separator then holds the only reference to the source samples (Spleeter's
+    # drops it once resampled, so a long film's source is not held beside its buffers)
     vocals = separate(source.pop(0), rate, threads)
     elapsed = time.perf_counter() - started
     bed_peak = _write_bed(Path(source_wav), vocals, Path(bed_wav))
