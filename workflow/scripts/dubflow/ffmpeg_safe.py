@@ -23,7 +23,7 @@ What this module guarantees for every call:
 There is deliberately no business logic here (which streams to extract, how to mux):
 stages build those command lines and pass file names through :func:`file_arg`.
 
-Why one module of about 1200 lines: it is the one place that starts ffmpeg and ffprobe,
+Why one module of about 1100 lines: it is the one place that starts ffmpeg and ffprobe,
 so every guarantee above is checked by reading one file. Its sections (config, binaries
 and preflight, arguments, running, friendly errors, probe) share the Settings, the
 resolved binaries and the error tables, and the stages use only its small surface

@@ -196,9 +196,8 @@ def separate_vocals(audio: np.ndarray, sample_rate: int, threads: int = 1,
     if audio.ndim != 2 or audio.shape[0] == 0:
         raise InputError(f"separation needs (frames, channels) audio, got shape {audio.shape}; "
                          f"check that the source WAV has samples")
-    folder = weights_path()
-    check_weights(folder)
-    nets = load_model(str(folder))
+    check_weights()
+    nets = load_model(str(weights_path()))
     torch.set_num_threads(max(1, int(threads)))
     frames, channels = audio.shape
     resampled = _resample(audio.T, sample_rate, MODEL_RATE)  # channels first, no copy
