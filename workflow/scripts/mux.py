@@ -4,7 +4,7 @@ Every stream is copied bit for bit (no re-encode, no quality loss, seconds not h
 the video, every audio track of the source (the dubbed dialogue, but also commentaries and
 other languages, with their tags and flags), its subtitle tracks (forced and
 hearing-impaired flags kept), attachments (fonts for ASS), chapters and global metadata;
-and the dubs as the mix stage encoded them (``dub.mka``; see mix_render.dub_codec). Order: the
+and the dubs as the mix stage encoded them (``dub.mka``; see mix_track.dub_codec). Order: the
 video, the dubs (the first one default), the source's audio tracks, the new subtitle
 tracks, the source's subtitle tracks, attachments. ``mux.keep`` drops kinds of source
 streams. The new tracks carry an ISO 639-2 language tag and a title, because that is what
