@@ -12,6 +12,7 @@ from demo_media import DEMO_LINES, speech_track, word_error_rate
 from dubflow.errors import InputError, ModelError
 from extract import extract
 from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
+from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
 
 pytestmark = pytest.mark.model  # loads Whisper
 
@@ -93,7 +94,7 @@ def test_glossary_feeds_hotwords_and_prompt(tmp_path):
 
 
 def test_windows_cut_long_audio_in_its_quietest_spots():
-    rate = transcribe.SAMPLE_RATE
+    rate = ANALYSIS_RATE
     rng = np.random.default_rng(0)
     audio = rng.normal(0, 0.1, 25 * 60 * rate).astype(np.float32)  # 25 minutes of "speech"
     for quiet_at in (9 * 60 + 50, 20 * 60 + 12):  # a pause near each 10-minute mark
@@ -113,7 +114,7 @@ def test_windowed_transcription_keeps_words_and_absolute_times(speech_wav, tiny_
     monkeypatch.setattr(transcribe, "WINDOW_S", (spoken[0].end + spoken[1].start) / 2)
     monkeypatch.setattr(transcribe, "CUT_SEARCH_S", 1.0)
     cut = transcribe.transcribe(wav, tiny_asr, "auto", threads=2)
-    assert len(transcribe.windows(transcribe.load_audio(wav))) > 1
+    assert len(transcribe.windows(read_analysis_wav(wav, "transcribe"))) > 1
     assert cut.language == whole.language == "en"
     assert word_error_rate(TEST_LINES, [s.__dict__ for s in cut.segments]) <= 0.10
     first = [w for s in cut.segments for w in s.words][0]

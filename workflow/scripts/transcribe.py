@@ -14,30 +14,16 @@ import numpy as np
 from dubflow.atomic import write_json
 from dubflow.errors import InputError
 from dubflow.progress import Progress
-from dubflow.records import Segment, Transcript, Word  # noqa: F401 - re-exported
+from dubflow.records import Segment, Transcript, Word
 from dubflow.sentences import sentence_lines, sentence_share
 from dubflow.languages import UNDETERMINED
-from dubflow.whisper_model import check_whisper_model, load_model  # noqa: F401 - stage API
+from dubflow.whisper_model import load_model
 from dubflow.wav import ANALYSIS_RATE, read_analysis_wav
 
 STAGE = "transcribe"
 WINDOW_S = 600.0  # long audio is transcribed in windows of about this length
 CUT_SEARCH_S = 30.0  # each cut goes to the quietest spot within this much of its place
-SAMPLE_RATE = ANALYSIS_RATE
 log = logging.getLogger(__name__)
-
-
-
-
-
-
-
-
-def load_audio(path: str | Path) -> np.ndarray:
-    """16 kHz mono float32, as written by the extract stage."""
-    return read_analysis_wav(path, STAGE)
-
-
 
 
 def read_glossary(path: str | Path | None) -> list[str]:
@@ -69,16 +55,16 @@ def decoding_hints(asr: dict) -> tuple[str | None, str | None]:
 def transcribe(audio_path: str | Path, asr: dict, language: str = "auto",
                threads: int = 2, model=None) -> Transcript:
     """Transcribe with word timestamps; the language is detected unless configured."""
-    audio = load_audio(audio_path)
+    audio = read_analysis_wav(audio_path, STAGE)  # 16 kHz mono, as extract wrote it
     initial_prompt, hotwords = decoding_hints(asr)
-    duration = len(audio) / SAMPLE_RATE
+    duration = len(audio) / ANALYSIS_RATE
     model = model or load_model(asr["model"], asr["compute_type"], threads, asr["device"])
     forced = None if language == "auto" else language
     threshold = asr["low_confidence_logprob"]
     progress = Progress(duration, "transcribed", " s of audio", logger=log)
     segments, info, after_vad = [], None, 0.0
     for start, end in windows(audio):
-        offset = start / SAMPLE_RATE
+        offset = start / ANALYSIS_RATE
         # Once speech has fixed the language, later windows keep it (no flip-flopping).
         fixed = forced or (info.language if segments else None)
         segments_iter, window_info = model.transcribe(
@@ -119,18 +105,18 @@ def transcribe(audio_path: str | Path, asr: dict, language: str = "auto",
     )
 
 
-def windows(audio: np.ndarray, window_s: float | None = None) -> list[tuple[int, int]]:
-    """Sample ranges of about ``window_s`` each, cut at the quietest half second nearby.
+def windows(audio: np.ndarray) -> list[tuple[int, int]]:
+    """Sample ranges of about ``WINDOW_S`` each, cut at the quietest half second nearby.
 
     faster-whisper computes the mel spectrogram of its whole input at once, which took
     3.9 GB for a 60-minute film; windows keep that bounded (about 0.6 GB per 10 minutes)
     whatever the length. Cutting in the quietest spot near each boundary keeps words whole.
     """
-    total, size = len(audio), int((window_s or WINDOW_S) * SAMPLE_RATE)
+    total, size = len(audio), int(WINDOW_S * ANALYSIS_RATE)
     if total <= size * 1.5:
         return [(0, total)]
-    frame = SAMPLE_RATE // 2
-    reach = int(min(CUT_SEARCH_S, size / SAMPLE_RATE / 4) * SAMPLE_RATE)
+    frame = ANALYSIS_RATE // 2
+    reach = int(min(CUT_SEARCH_S, size / ANALYSIS_RATE / 4) * ANALYSIS_RATE)
     cuts, start = [], 0
     while total - start > size * 1.5:
         lo, hi = start + size - reach, start + size + reach
