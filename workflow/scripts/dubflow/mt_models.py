@@ -43,16 +43,15 @@ CT2_HELP = (
 )
 
 
-def check_pair(source_language: str | None, target_language: str, translation: dict) -> None:
+def check_pair(source_language: str | None, target: str, translation: dict) -> None:
     """Fail before any job if the configured backend cannot translate this pair.
 
     ``source_language`` None (or "auto") means "not detected yet": only what holds for
     every source is checked then, and run() checks the rest once the transcript is there.
     """
     source = None if source_language in UNKNOWN_LANGUAGES else source_language
-    target = target_language
-    backend = translation.get("backend")
-    for pair, path in (translation.get("glossary") or {}).items():
+    backend = translation["backend"]
+    for pair, path in translation["glossary"].items():
         if pair.endswith(f"-{target}") and (source is None or pair == f"{source}-{target}"):
             load_glossary(path, pair)
     if backend == "none" or source == target:
@@ -60,20 +59,15 @@ def check_pair(source_language: str | None, target_language: str, translation: d
     if backend == "bergamot":
         check_bergamot(source, target)
     elif backend == "ctranslate2":
-        for key, folder in ct2_candidates(source, target, translation.get("models") or {}):
+        for key, folder in ct2_candidates(source, target, translation["models"]):
             check_ct2_folder(folder, key)
             if ct2_kind(folder) == "nllb":
                 check_flores(folder, key, source, target)
-    elif backend == "whisper":
-        if target != "en":
-            raise ConfigError(
-                f"translation backend 'whisper' cannot translate into {target}: Whisper only "
-                f"translates into English; set translation.backend to bergamot (en↔pt) or to "
-                f"ctranslate2 with a local model in translation.models"
-            )
-    else:
+    elif backend == "whisper" and target != "en":  # the schema allows no other backend
         raise ConfigError(
-            f"translation.backend is {backend!r}; choose bergamot, ctranslate2, whisper or none"
+            f"translation backend 'whisper' cannot translate into {target}: Whisper only "
+            f"translates into English; set translation.backend to bergamot (en↔pt) or to "
+            f"ctranslate2 with a local model in translation.models"
         )
 
 
