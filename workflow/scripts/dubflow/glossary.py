@@ -115,16 +115,13 @@ def load_glossary(path: str | Path | None, pair: str) -> Glossary:
     except UnicodeDecodeError:
         raise InputError(f"{where} is not UTF-8 text; save it as UTF-8 and re-run") from None
     source_language, _, target_language = pair.partition("-")
+    rows = [(number, [c.strip() for c in row])
+            for number, row in enumerate(csv.reader(text.splitlines(), delimiter="\t"), start=1)]
+    rows = [(n, cells) for n, cells in rows if any(cells) and not cells[0].startswith("#")]
+    if rows and _is_header(rows[0][1], source_language, target_language):
+        rows = rows[1:]
     terms: dict[str, str] = {}
-    first = True
-    for number, row in enumerate(csv.reader(text.splitlines(), delimiter="\t"), start=1):
-        cells = [c.strip() for c in row]
-        if not any(cells) or cells[0].startswith("#"):
-            continue
-        if first and _is_header(cells, source_language, target_language):
-            first = False
-            continue
-        first = False
+    for number, cells in rows:
         source = cells[0]
         target = cells[1] if len(cells) > 1 and cells[1] else source
         if not source:

@@ -85,7 +85,7 @@ def load_model(model_dir: str | Path, compute_type: str, threads: int, device: s
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(
             f"the Whisper model folder {folder} (config key asr.model) cannot be loaded by "
-            f"CTranslate2 ({first[:160]}; stage {stage}); run `make setup` to rebuild models/, or point "
-            f"asr.model at a complete CTranslate2 Whisper folder",
+            f"CTranslate2 ({first[:160]}; stage {stage}); run `make setup` to rebuild models/, "
+            f"or point asr.model at a complete CTranslate2 Whisper folder",
             detail=repr(error),
         ) from None
