@@ -361,9 +361,9 @@ def _vec(*values: float) -> np.ndarray:
 
 
 def test_match_is_one_to_one_and_new_ids_continue():
-    db = speaker_db.SpeakerDB(series="s", next_id=2)
-    db.speakers["SPEAKER_00"] = speaker_db.KnownSpeaker(centroid=[1.0, 0.0, 0.0], count=1)
-    db.speakers["SPEAKER_01"] = speaker_db.KnownSpeaker(centroid=[0.0, 1.0, 0.0], count=1)
+    db = speaker_db.SpeakerDB(next_id=2)
+    db.speakers["SPEAKER_00"] = speaker_db.KnownSpeaker(centroid=[1.0, 0.0, 0.0])
+    db.speakers["SPEAKER_01"] = speaker_db.KnownSpeaker(centroid=[0.0, 1.0, 0.0])
     centroids = {
         "A": _vec(0.1, 0.99, 0.0),  # SPEAKER_01
         "B": _vec(0.95, 0.2, 0.0),  # SPEAKER_00
@@ -381,12 +381,12 @@ def test_match_is_one_to_one_and_new_ids_continue():
 
 
 def test_update_keeps_a_mean_per_episode_and_is_idempotent():
-    db = speaker_db.SpeakerDB(series="s")
+    db = speaker_db.SpeakerDB()
     speaker_db.update_speaker_db(db, {"SPEAKER_00": _vec(1.0, 0.0)}, "ep1")
     speaker_db.update_speaker_db(db, {"SPEAKER_00": _vec(0.0, 2.0)}, "ep2")
     speaker_db.update_speaker_db(db, {"SPEAKER_00": _vec(0.0, 2.0)}, "ep2")  # again
     speaker = db.speakers["SPEAKER_00"]
-    assert speaker.count == 2
+    assert len(speaker.episodes) == 2
     assert np.allclose(speaker.centroid, np.array([1.0, 1.0]) / np.sqrt(2))
 
 
@@ -426,7 +426,7 @@ def test_replay_matches_each_episode_to_those_before_it():
         {},
         {"SPEAKER_00": "SPEAKER_02", "SPEAKER_01": "SPEAKER_01", "SPEAKER_02": "SPEAKER_00"},
     ]
-    assert db.next_id == 3 and {s.count for s in db.speakers.values()} == {1, 2}
+    assert db.next_id == 3 and {len(s.episodes) for s in db.speakers.values()} == {1, 2}
     # an episode named later does not change the ones before it
     _, longer = speaker_db.replay([*episodes, episode("ep4", c, a)], "s", 0.75)
     assert longer[:3] == mappings

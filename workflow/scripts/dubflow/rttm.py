@@ -20,10 +20,6 @@ class Turn:
     end: float
     speaker: str
 
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
 
 def recording_id(name: str) -> str:
     """RTTM fields are whitespace-separated, so a video name with spaces is folded."""
@@ -33,7 +29,7 @@ def recording_id(name: str) -> str:
 def format_rttm(turns: list[Turn], recording: str) -> str:
     uri = recording_id(recording)
     return "".join(
-        f"SPEAKER {uri} 1 {t.start:.3f} {t.duration:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
+        f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
         for t in sorted(turns, key=lambda t: (t.start, t.speaker))
     )
 

@@ -36,15 +36,13 @@ class KnownSpeaker:
     """A series' speaker: the mean of its per-episode centroids (unit length)."""
 
     centroid: list[float]
-    count: int  # episodes that contributed
-    episodes: dict[str, list[float]] = field(default_factory=dict)
+    episodes: dict[str, list[float]] = field(default_factory=dict)  # the contributions
 
 
 @dataclass
 class SpeakerDB:
     """All known speakers of one series; ``next_id`` keeps retired ids from returning."""
 
-    series: str
     next_id: int = 0
     speakers: dict[str, KnownSpeaker] = field(default_factory=dict)
 
@@ -66,11 +64,9 @@ def write_episode_speakers(
     """``speaker_centroids.json``: the episode's speakers and their unit centroids, written
     atomically; vectors at full precision (JSON floats round-trip exactly), so a replay
     matches on the numbers diarize computed."""
-    units = {}
-    for label in order:
-        unit = _unit(np.asarray(centroids[label], dtype=np.float64)) if label in centroids else None
-        if unit is not None:
-            units[label] = [float(x) for x in unit]
+    units = {label: _unit(np.asarray(centroids[label], dtype=np.float64))
+             for label in order if label in centroids}
+    units = {label: unit.tolist() for label, unit in units.items() if unit is not None}
     write_json(path, {"recording": recording, "speakers": list(order), "centroids": units})
 
 
@@ -99,7 +95,7 @@ def replay(
     Returns the database after the last episode and, per episode, the mapping from its
     own labels to series ids. An episode without speakers (no speech) changes nothing.
     """
-    db = SpeakerDB(series=series)
+    db = SpeakerDB()
     mappings = []
     for episode in episodes:
         if not episode.order:
@@ -181,7 +177,7 @@ def update_speaker_db(
         unit = _unit(vector)
         if unit is None:
             continue
-        entry = db.speakers.setdefault(name, KnownSpeaker(centroid=[], count=0))
+        entry = db.speakers.setdefault(name, KnownSpeaker(centroid=[]))
         entry.episodes[recording_id] = unit.tolist()
     for name in list(db.speakers):
         entry = db.speakers[name]
@@ -190,4 +186,3 @@ def update_speaker_db(
             continue
         mean = _unit(np.mean([np.asarray(v) for v in entry.episodes.values()], axis=0))
         entry.centroid = mean.tolist() if mean is not None else entry.centroid
-        entry.count = len(entry.episodes)

@@ -16,10 +16,12 @@ only when that point lies in no turn, and for every word inside a sentence.
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import replace
 
 from dubflow.rttm import Turn
 from dubflow.records import Segment, Word
+from dubflow.sentences import SENTENCE_END
 
 # A word further than this from any turn is left unassigned and takes its neighbours'.
 MAX_GAP_S = 1.0
@@ -27,9 +29,6 @@ MAX_GAP_S = 1.0
 # interjections inside them are the reason this is more than one).
 LOOKBACK_TURNS = 64
 
-
-# Punctuation that ends a sentence in Whisper's output (Latin, CJK, Arabic, Devanagari).
-SENTENCE_END = tuple(".?!…。？！؟।")
 # How far inside a word its anchor point lies, so a turn that merely touches it is not taken.
 ANCHOR_INSET_S = 0.03
 # A word edge this far outside its turn is moved to the turn's edge; closer ones are kept,
@@ -91,20 +90,17 @@ def split_by_speaker(segments: list[Segment], turns: list[Turn]) -> list[Segment
             turn = anchor and anchor_turn(word, turns, starts, anchor)
             words.append(clip_to_turn(word, turn, anchor) if turn else word)
             labels.append(turn.speaker if turn else word_speaker(word, turns, starts))
-        labels = _fill_unassigned(labels)
-        run_start = 0
-        for i in range(1, len(labels) + 1):
-            if i == len(labels) or labels[i] != labels[run_start]:
-                run = words[run_start:i]
-                result.append(replace(
-                    segment,
-                    start=run[0].start,
-                    end=run[-1].end,
-                    text="".join(w.word for w in run).strip(),
-                    words=run,
-                    speaker=labels[run_start],
-                ))
-                run_start = i
+        runs = itertools.groupby(zip(words, _fill_unassigned(labels)), key=lambda pair: pair[1])
+        for speaker, pairs in runs:
+            run = [word for word, _ in pairs]
+            result.append(replace(
+                segment,
+                start=run[0].start,
+                end=run[-1].end,
+                text="".join(w.word for w in run).strip(),
+                words=run,
+                speaker=speaker,
+            ))
     for index, segment in enumerate(result):
         segment.id = index
     return result
