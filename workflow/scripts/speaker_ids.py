@@ -4,10 +4,8 @@ Without a series it copies the diarize stage's ``speakers.local.rttm`` byte for 
 by first appearance). With a series (``diarization.series``, or the samples sheet's
 ``series`` column) its inputs are this episode's local RTTM and speaker centroids plus the
 centroids of every episode of the same series whose name sorts before it; it replays the
-series in that order (``dubflow.speaker_db.replay``: the first episode keeps its ids, each
-later one's speakers are matched one to one to the speakers known so far, at
-``diarization.match_threshold`` cosine similarity or above) and writes this episode's
-turns under the series ids.
+series in that order (``dubflow.speaker_db.replay``, matching at
+``diarization.match_threshold``) and writes this episode's turns under the series ids.
 
 So an episode's ids depend only on the episodes named before it: adding a later episode
 never changes them, the order in which jobs run never matters, and re-diarizing an

@@ -7,8 +7,7 @@ episode keeps its ids; each later one's speakers are matched one to one by cosin
 similarity to the speakers known from the episodes before it (each known speaker's
 centroid is the unit mean of its per-episode centroids), and unmatched speakers get the
 next free id. So ``SPEAKER_01`` is the same character, and later keeps the same dub
-voice, in every episode, and an episode's ids depend only on the episodes named before
-it: never on which job ran first.
+voice, in every episode.
 """
 
 from __future__ import annotations

