@@ -210,8 +210,6 @@ def ct2_chunks(source: str, target: str, translation: dict,
             f"cannot be loaded by CTranslate2 {ctranslate2.__version__} "
             f"({str(error).splitlines()[0]}); " + CT2_HELP.format(folder=folder, key=key)
         ) from None
-    beam_size = translation["beam_size"]
-    batch_size = translation["batch_size"]
 
     def translate(chunks: list[str]) -> list[str]:
         tokens = [before + source_sp.encode(chunk, out_type=str) + after for chunk in chunks]
@@ -219,17 +217,13 @@ def ct2_chunks(source: str, target: str, translation: dict,
         results = translator.translate_batch(
             tokens,
             target_prefix=[prefix] * len(tokens) if prefix else None,
-            beam_size=beam_size,
-            max_batch_size=batch_size,
+            beam_size=translation["beam_size"],
+            max_batch_size=translation["batch_size"],
             max_decoding_length=min(512, 2 * longest + 16),  # no runaway loops
         )
-        texts = []
-        for result in results:
-            hypothesis = result.hypotheses[0]
-            if prefix and hypothesis[: len(prefix)] == prefix:
-                hypothesis = hypothesis[len(prefix):]
-            texts.append(target_sp.decode(hypothesis))
-        return texts
+        hypotheses = [result.hypotheses[0] for result in results]
+        return [target_sp.decode(h[len(prefix):] if h[:len(prefix)] == prefix else h)
+                for h in hypotheses]
 
     return translate
 
@@ -451,9 +445,7 @@ def translate_lines(lines: list[Line], source: str, target: str, translation: di
     pair = f"{source}-{target}"
     glossary = load_glossary(translation["glossary"].get(pair), pair)
     cache_dir = translation["cache_dir"] if engine.backend != "none" else None
-    audio = None
-    if engine.backend == "whisper":
-        audio = read_analysis_wav(audio_path, STAGE)
+    audio = read_analysis_wav(audio_path, STAGE) if engine.backend == "whisper" else None
     translate = None
 
     def fill(batch: list[Line], source_of) -> list[str]:
@@ -464,7 +456,8 @@ def translate_lines(lines: list[Line], source: str, target: str, translation: di
         for index, line in enumerate(batch):
             payload = source_of(line)
             if audio is not None:  # Whisper hears the audio, not the transcript text
-                payload = hashlib.sha256(audio_slice(audio, line.start, line.end).tobytes()).hexdigest()
+                heard = audio_slice(audio, line.start, line.end)
+                payload = hashlib.sha256(heard.tobytes()).hexdigest()
             key = cache_key(engine, source, target, glossary, payload)
             cached = cache_get(cache_dir, key)
             if cached is None:
