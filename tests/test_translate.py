@@ -257,7 +257,7 @@ def test_glossary_edit_invalidates_the_cache(tmp_path, caplog):
 
 
 def test_glossary_placeholders_and_word_boundaries():
-    glossary = Glossary(None, {"cat": "bichano", "new york": "Nova Iorque", "ana": "Ana"}, "x")
+    glossary = Glossary({"cat": "bichano", "new york": "Nova Iorque", "ana": "Ana"}, "x")
     protected = glossary.protect("Cat food for the cat in the category of Ana in New York.")
     assert protected.text == "ZX1 food for the ZX2 in the category of ZX3 in ZX4."
     restored = glossary.restore("ZX1 comida para o zx 2 na categoria de ZX3 em ZX4.", protected)

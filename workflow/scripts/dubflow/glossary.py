@@ -44,7 +44,6 @@ class Protected:
 
 @dataclass(frozen=True)
 class Glossary:
-    path: str | None = None
     terms: dict[str, str] = field(default_factory=dict)  # lower-cased source -> target
     digest: str = ""  # sha256 of the file: part of every cache key
 
@@ -136,7 +135,7 @@ def load_glossary(path: str | Path | None, pair: str) -> Glossary:
                 f"{previous!r}); keep one of the two lines"
             )
         terms[source.lower()] = target
-    return Glossary(str(path), terms, hashlib.sha256(raw).hexdigest())
+    return Glossary(terms, hashlib.sha256(raw).hexdigest())
 
 
 def _is_header(cells: list[str], source_language: str, target_language: str) -> bool:
