@@ -14,7 +14,7 @@ appearance), the format every diarization tool and scorer reads, and each speake
 centroid embedding (``work/{name}/speaker_centroids.json``), from which the speaker_ids
 stage (``speaker_ids.py``) makes the final ``work/{name}/speakers.rttm``.
 
-Why one stage file of about 550 lines: the CAM++ adapter and the pipeline builders exist
+Why one stage file of about 480 lines: the CAM++ adapter and the pipeline builders exist
 only for this stage's pyannote pipeline (they import pyannote and torch when it is
 built); what other code needs of diarization (models, RTTM, speaker ids, WAV reading) is
 already in the package.

@@ -18,7 +18,7 @@ Backends, each reading only local files:
   reusing the ASR model folder.
 - none: the source text, unchanged (also used whenever target = source language).
 
-Why one stage file of about 600 lines: each backend is a few dozen lines over its engine,
+Why one stage file of about 570 lines: each backend is a few dozen lines over its engine,
 and the cache key is built from the backend's own description (:func:`describe_engine`),
 so backends, cache and the per-line choice (edit, cache or machine) change together.
 Model location (mt_models), glossary and condensing already live in the package.
