@@ -100,19 +100,6 @@ def plan(languages: list[Language]) -> tuple[dict[str, list[Clip]], dict]:
     return cuts, manifest
 
 
-def batches(clips: list[Clip]) -> list[list[Clip]]:
-    """Runs of clips with at most BATCH_S seconds of audio (at least one clip each)."""
-    runs: list[list[Clip]] = [[]]
-    total = 0.0
-    for clip in clips:
-        if runs[-1] and total + clip.end - clip.start > BATCH_S:
-            runs.append([])
-            total = 0.0
-        runs[-1].append(clip)
-        total += clip.end - clip.start
-    return [run for run in runs if run]
-
-
 def clip_key(samples: np.ndarray, rate: int, bitrate: str) -> str:
     """sha256 of everything an encoded clip depends on."""
     digest = hashlib.sha256(f"{CLIPS_FORMAT}|{rate}|{bitrate}|{COMPLEXITY}|".encode())
