@@ -14,12 +14,8 @@ class DubflowError(Exception):
 
     def __init__(self, message: str, *, detail: str = "") -> None:
         super().__init__(message)
-        self.message = message
         # Long diagnostic text (stderr tail, paths tried); goes to the log, not the terminal.
         self.detail = detail
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class InputError(DubflowError):
