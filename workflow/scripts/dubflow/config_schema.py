@@ -21,13 +21,13 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.y
 _FILLED: dict[tuple[str, str], dict] = {}
 
 
-def validate_config(config: dict) -> None:
+def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> None:
     """Validate ``config`` and fill in the schema's defaults, in place; one sentence if bad."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
     try:
-        validate(config, str(SCHEMA_PATH))
+        validate(config, str(schema_path))
     except WorkflowError as error:
         raise ConfigError(describe_validation_error(error, "the config")) from None
 

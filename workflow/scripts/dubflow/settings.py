@@ -12,6 +12,7 @@ import os
 import csv
 import io
 import re
+import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from dubflow import config_schema
 from dubflow.config_schema import describe_validation_error
 from dubflow.errors import ConfigError, InputError
 from dubflow.whisper_model import check_whisper_model
@@ -58,14 +60,9 @@ class Sample:
 
 
 def validate_config(config: dict, schema_path: str | Path) -> None:
-    """Validate (and fill defaults) with snakemake.utils.validate; re-raise as one sentence."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
-    try:
-        validate(config, str(schema_path))
-    except WorkflowError as error:
-        raise ConfigError(describe_validation_error(error, "the config")) from None
+    """config_schema.validate_config (defaults filled in, one sentence if bad), then
+    :func:`check_no_secrets`."""
+    config_schema.validate_config(config, schema_path)
     check_no_secrets(config)
 
 
@@ -278,17 +275,6 @@ def settings_for(config: dict, sample: Sample | None) -> dict[str, Any]:
     return merged
 
 
-def find_sample(samples: dict[str, Sample], name: str, input_dir: str) -> Sample:
-    """The sample for a requested target, or a sentence saying where to put the video."""
-    try:
-        return samples[name]
-    except KeyError:
-        raise InputError(
-            f"there is no input video for '{name}': put it at {input_dir}/{name}.<ext> "
-            f"(mp4, mkv, mov, webm, avi, ...) or add a row for it to the samples sheet"
-        ) from None
-
-
 def preflight(config: dict, workflow_dir: str | Path) -> None:
     """Checks that need the filesystem, run once when the DAG is built (on a validated
     config).
@@ -318,7 +304,12 @@ def preflight(config: dict, workflow_dir: str | Path) -> None:
 def resolve_model_paths(config: dict, workflow_dir: str | Path) -> None:
     """Every configured model/voice/glossary path, resolved like asr.model."""
     def resolve(value: str | None) -> str | None:
-        return str(resolve_model_path(value, workflow_dir)) if value else value
+        if not value:
+            return value
+        path = Path(value)
+        if not path.is_absolute() and not path.exists() and (Path(workflow_dir) / path).exists():
+            path = Path(workflow_dir) / path
+        return str(path)
 
     config["asr"]["model"] = resolve(config["asr"]["model"])
     translation, tts = config["translation"], config["tts"]
@@ -368,9 +359,6 @@ def check_writable(folders: tuple[str, ...]) -> None:
 
 
 def _writable(folder: Path) -> bool:
-    import os
-    import tempfile
-
     if not os.access(folder, os.W_OK):
         return False
     try:  # os.access says yes to root even on a read-only mount
@@ -380,18 +368,15 @@ def _writable(folder: Path) -> bool:
         return False
 
 
-def resolve_model_path(path: str | Path, workflow_dir: str | Path) -> Path:
-    path = Path(path)
-    if path.is_absolute() or path.exists():
-        return path
-    candidate = Path(workflow_dir) / path
-    return candidate if candidate.exists() else path
-
-
 def input_video(samples: dict[str, Sample], name: str, input_dir: str) -> str:
     """Path of a requested video; only requested videos are checked, so one stale sheet
     row does not block dubbing the others."""
-    sample = find_sample(samples, name, input_dir)
+    sample = samples.get(name)
+    if sample is None:
+        raise InputError(
+            f"there is no input video for '{name}': put it at {input_dir}/{name}.<ext> "
+            f"(mp4, mkv, mov, webm, avi, ...) or add a row for it to the samples sheet"
+        )
     if not Path(sample.path).is_file():
         raise InputError(
             f"the samples sheet lists {sample.path} for '{name}', but there is no such "
