@@ -71,9 +71,7 @@ class Guard:
         try:
             self.check(scope)
         except Refused as refused:
-            response = JSONResponse({"error": refused.sentence}, status_code=refused.status,
-                                    headers=security_headers())
-            return await response(scope, receive, send)
+            return await _error(refused.status, refused.sentence)(scope, receive, send)
         return await self.app(scope, receive, send)
 
     def check(self, scope) -> None:
@@ -158,9 +156,9 @@ class ReviewApp:
 
     async def video_file(self, request: Request) -> Response:
         lang = self.lang_of(request)
-        path = await _in_thread(media.proxy, self.video.video_path,
-                                self.video.work / lang / "dub.wav", lang, self.proxy_dir,
-                                self.video.base_config["ffmpeg"])
+        path = await run_in_threadpool(media.proxy, self.video.video_path,
+                                       self.video.work / lang / "dub.wav", lang, self.proxy_dir,
+                                       self.video.base_config["ffmpeg"])
         return FileResponse(path, media_type="video/webm", headers=security_headers())
 
     @property
@@ -182,12 +180,12 @@ class ReviewApp:
     async def preview(self, request: Request) -> Response:
         body = await _json_body(request)
         lang = _field(body, "lang")
-        self.video.language(lang)
         row, text = self.video.check_text(lang, _field(body, "id"), body.get("text"))
         spec = body.get("voice")
         if spec not in (None, ""):
             _, spec = self.video.check_voice(lang, row.speaker, spec)
-        audio, info = await _in_thread(self.previewer.preview, lang, row.id, text, spec or None)
+        audio, info = await run_in_threadpool(self.previewer.preview, lang, row.id, text,
+                                              spec or None)
         headers = {**security_headers(), "X-Preview": json.dumps(info)}
         return Response(audio, media_type="audio/wav", headers=headers)
 
@@ -231,10 +229,6 @@ class ReviewApp:
                              "seconds": round((run.finished or time.time()) - run.started, 1)
                              if run.started else 0.0},
                             headers=security_headers())
-
-
-async def _in_thread(function, *args):
-    return await run_in_threadpool(function, *args)
 
 
 async def _json_body(request: Request) -> dict:

@@ -98,15 +98,13 @@ def proxy(video: Path, dub_wav: Path, lang: str, folder: Path, ffmpeg: dict | No
             return dest
         for stale in folder.glob(f"{lang}-*.webm"):
             stale.unlink(missing_ok=True)
-        args = []
-        if pic is not None:
-            args += ["-i", file_arg(pic)]
-        args += ["-i", file_arg(dub_wav)]
-        audio_input = 1 if pic is not None else 0
-        if pic is not None:
-            args += ["-map", "0:v:0", "-c:v", "copy"]
-        args += ["-map", f"{audio_input}:a:0", *codec("libopus"), "-b:a", "96k",
-                 "-shortest" if pic is not None else "-vn", *muxer("webm")]
+        if pic is None:  # audio only
+            args = ["-i", file_arg(dub_wav), "-map", "0:a:0"]
+        else:
+            args = ["-i", file_arg(pic), "-i", file_arg(dub_wav),
+                    "-map", "0:v:0", "-c:v", "copy", "-map", "1:a:0"]
+        args += [*codec("libopus"), "-b:a", "96k", "-vn" if pic is None else "-shortest",
+                 *muxer("webm")]
         with atomic_path(dest) as tmp:
             run_ffmpeg([*args, file_arg(tmp)], stage=STAGE, path=dub_wav, config=ffmpeg,
                        media_duration_s=sf.info(str(dub_wav)).duration)

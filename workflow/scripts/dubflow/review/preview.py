@@ -25,14 +25,12 @@ import soundfile as sf
 
 import synthesize
 from dubflow import fit, mix_control, mix_lines, mix_render, mix_settings, voices
-from dubflow.review.media import wav_bytes
+from dubflow.review.media import read_span, wav_bytes
 from dubflow.review.project import Video
 
 log = logging.getLogger(__name__)
 #: Seconds of the dub played before and after the edited line.
 CONTEXT_S = 0.6
-
-
 #: Previews kept in memory: asking again for the same text (the page prefetches while
 #: the reviewer types, then plays on the click) costs nothing.
 KEEP_PREVIEWS = 32
@@ -134,9 +132,7 @@ class Previewer:
             audio, rate = self._speak(engines, voice, text, speed, lang, tts)
         new_wav = scratch / f"{line_id}.wav"
         sf.write(str(new_wav), audio, rate, subtype="PCM_16")
-        audio_bytes, info = self._in_place(lang, line_id, new_wav, len(audio) / rate, cfg,
-                                           scratch, speed)
-        return audio_bytes, info
+        return self._in_place(lang, line_id, new_wav, len(audio) / rate, cfg, scratch, speed)
 
     def _speak(self, engines, voice, text: str, speed: float, lang: str, tts: dict):
         """The finished line (trimmed, levelled) from the TTS cache or the engine."""
@@ -170,7 +166,7 @@ class Previewer:
         target = next(p for p in placements if p.id == line_id)
         first_s = max(0.0, target.start - CONTEXT_S)
         last_s = min(duration, target.end + CONTEXT_S)
-        bed, rate = _bed(bed_path, first_s, last_s)
+        bed, rate = read_span(bed_path, first_s, last_s)  # mono: the voice is in every channel
         first = int(first_s * rate)
         near = [p for p in placements if p.start < last_s and p.end > first_s]
         voice = np.zeros(len(bed), dtype=np.float32)
@@ -197,12 +193,3 @@ class Previewer:
                 "natural_s": round(natural_s, 3), "slot_s": round(target.slot_s, 3),
                 "engine_speed": engine_speed, "start": round(first_s, 3)}
         return wav_bytes(out.astype(np.float32), rate), info
-
-
-def _bed(path: Path, first_s: float, last_s: float) -> tuple[np.ndarray, int]:
-    """The bed's span as mono float32 (the dub puts the voice in every channel)."""
-    info = sf.info(str(path))
-    first, last = int(first_s * info.samplerate), int(last_s * info.samplerate)
-    audio, rate = sf.read(str(path), start=first, stop=max(first, last), dtype="float32",
-                          always_2d=True)
-    return audio.mean(axis=1), rate
