@@ -87,10 +87,6 @@ def plan(
     the line before them may borrow. The plan guarantees that placed lines never overlap:
     each one ends at or before the next one's start.
     """
-    if not (isinstance(max_speedup, (int, float)) and max_speedup >= 1.0):
-        raise ValueError(f"max_speedup must be a number >= 1.0, not {max_speedup!r}")
-    if gap_s < 0:
-        raise ValueError(f"gap_s must be >= 0, not {gap_s!r}")
     voiced = sorted(
         (line for line in lines if line.get("wav")),
         key=lambda line: (float(line["start"]), str(line["id"])),
@@ -99,10 +95,7 @@ def plan(
     for i, line in enumerate(voiced):
         start = float(line["start"])
         slot = max(0.0, float(line["end"]) - start)
-        if i + 1 < len(voiced):
-            limit = float(voiced[i + 1]["start"]) - gap_s
-        else:
-            limit = media_end_s
+        limit = float(voiced[i + 1]["start"]) - gap_s if i + 1 < len(voiced) else media_end_s
         available = max(0.0, limit - start)
         previous_end = placements[-1].end + gap_s if placements else 0.0
         lead_room = max(0.0, min(max_lead_s, start - previous_end))
@@ -138,15 +131,8 @@ def fit_line(
     borrowed = max(0.0, min(played, available_s) - lead - slot_s)
     if borrowed <= EPSILON_S:
         borrowed = 0.0
-    flags = []
-    if borrowed:
-        flags.append("borrowed")
-    if lead:
-        flags.append("led")
-    if speed > 1.0:
-        flags.append("sped_up")
-    if trimmed:
-        flags.append("trimmed")
+    flags = [flag for flag, on in (("borrowed", borrowed), ("led", lead), ("sped_up", speed > 1.0),
+                                   ("trimmed", trimmed)) if on]
     return Placement(
         id=line_id,
         start=start,
