@@ -250,8 +250,6 @@ def video_duration(transcript: dict, turns: list[Turn],
     return max(ends, default=0.0), True
 
 
-
-
 def speaker_order(turns: list[Turn], segments: list[dict], languages: list[Language]) -> list[str]:
     """Speakers by first appearance, so colours and rows follow the story, not the labels."""
     first: dict[str, float] = {}

@@ -97,8 +97,7 @@ def timeline_png(turns: list[Turn], languages: list[Language], speakers: list[st
     """Who speaks when, source (RTTM) above each dub's lines as placed, as PNG bytes.
 
     Uses a bare Figure with the Agg canvas (no pyplot): no global state, no GUI backend,
-    nothing left open between calls. Bars go in one collection (and one hatched path) per
-    panel and style: thousands of separate artists made a film's plot take seconds.
+    nothing left open between calls.
     """
     labels, bars = timeline_bars(turns, languages, speakers)
     span = panel_length(duration)
