@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 STEPS = re.compile(r"(\d+) of (\d+) steps \((\d+)%\) done")
@@ -35,7 +35,6 @@ class Run:
     log: str = ""
     error: str = ""
     number: int = 0
-    targets: list[str] = field(default_factory=list)
 
 
 def snakemake_command(root: Path, targets: list[str], configfiles: list[str],
@@ -113,10 +112,8 @@ class Rebuilder:
             text = ""
         steps = STEPS.findall(text)
         done, total = (int(steps[-1][0]), int(steps[-1][1])) if steps else (0, 0)
-        lines = text.splitlines()
-        return Run(state=current.state, started=current.started, finished=current.finished,
-                   done_steps=done, total_steps=total, number=current.number,
-                   log="\n".join(lines[-LOG_TAIL_LINES:]), error=current.error)
+        return replace(current, done_steps=done, total_steps=total,
+                       log="\n".join(text.splitlines()[-LOG_TAIL_LINES:]))
 
 
 def first_error(log: str) -> str:
