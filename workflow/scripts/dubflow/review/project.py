@@ -9,7 +9,6 @@ paths are built from those.
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import math
@@ -41,6 +40,8 @@ def load_config(root: Path, configfiles: list[str | Path] = ()) -> dict:
     """The config a Snakemake run in ``root`` sees: the workflow's defaults, then each
     ``--configfile`` in order (nested keys merged, as Snakemake does), checked and filled
     in by the schema, with model paths resolved like the workflow does."""
+    from snakemake.utils import update_config
+
     config = yaml.safe_load((WORKFLOW_DIR.parent / "config" / "config.yaml").read_text())
     for name in configfiles:
         path = Path(name) if Path(name).is_absolute() else root / name
@@ -49,18 +50,10 @@ def load_config(root: Path, configfiles: list[str | Path] = ()) -> dict:
         except (OSError, yaml.YAMLError) as error:
             raise InputError(f"the config file {path} cannot be read ({error}); name a "
                              f"readable YAML file with --configfile") from None
-        _deep_update(config, extra)
+        update_config(config, extra)
     dubflow_settings.validate_config(config, WORKFLOW_DIR / "schemas" / "config.schema.yaml")
     dubflow_settings.resolve_model_paths(config, WORKFLOW_DIR.parent)
     return config
-
-
-def _deep_update(base: dict, extra: dict) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
 
 
 @dataclass
@@ -152,8 +145,8 @@ class Video:
                              f"(snakemake out/{self.name}.mkv), then start the review")
         transcript = records.read_transcript(self.work / "transcript.json", STAGE)
         self.source_language = str(transcript.get("language") or "")
-        low = {str(seg.get("id")) for seg in transcript.get("segments", [])
-               if seg.get("low_confidence")}
+        low = {str(seg.get("id")).lstrip("0") for seg in transcript.get("segments", [])
+               if seg.get("low_confidence")}  # segment 7 is line 0007
         self.languages = {lang: self._read_language(lang, cfg, low) for lang in targets}
 
     def _read_language(self, lang: str, cfg: dict, low_confidence: set[str]) -> Language:
@@ -178,7 +171,7 @@ class Video:
                 flags.append("cut")
             if line.full_text:
                 flags.append("condensed")
-            if line.id.lstrip("0") in {x.lstrip("0") for x in low_confidence}:
+            if line.id.lstrip("0") in low_confidence:
                 flags.append("low_confidence")
             start, end = line.start, line.end
             room = rooms.get(line.id, end - start)
