@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
+#: Text outputs that may legitimately be empty (no speech -> empty RTTM).
+MAY_BE_EMPTY = {".rttm", ".srt", ".vtt", ".txt", ".tsv", ".json"}
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
@@ -30,7 +33,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        if not tmp.exists() or tmp.stat().st_size == 0 and not _allow_empty(dest):
+        if not tmp.exists() or tmp.stat().st_size == 0 and dest.suffix not in MAY_BE_EMPTY:
             # A writer that produced nothing must not replace a good file with nothing.
             raise OSError(f"nothing was written to {tmp} for {dest}")
         os.chmod(tmp, 0o644)
@@ -105,11 +108,6 @@ def remove_stale_temps(dest: str | os.PathLike[str]) -> list[Path]:
                     path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
-
-
-def _allow_empty(dest: Path) -> bool:
-    # Text outputs may legitimately be empty (no speech -> empty RTTM).
-    return dest.suffix in {".rttm", ".srt", ".vtt", ".txt", ".tsv", ".json"}
 
 
 def write_text(dest: str | os.PathLike[str], text: str) -> None:
