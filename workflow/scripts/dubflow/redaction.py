@@ -20,12 +20,12 @@ SECRET_KEY = re.compile(r"(^|_)(token|secret|password|api_?key)$", re.I)
 MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
 
 
-def secret_values(extra_env_names: tuple[str, ...] = ()) -> list[str]:
+def secret_values() -> list[str]:
     """Values of the environment variables that hold secrets, longest first."""
     values = {
         value
         for name, value in os.environ.items()
-        if (SECRET_NAME.search(name) or name in extra_env_names) and len(value) >= MIN_SECRET_LEN
+        if SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LEN
     }
     return sorted(values, key=len, reverse=True)
 
