@@ -44,8 +44,8 @@ FLAG_LABELS = {"condensed": ("bo", "condensed"), "voice_faster": ("bo", "voice f
 log = logging.getLogger(__name__)
 
 
-def fmt(value: float | None, pattern: str = "{:.2f}", missing: str = "–") -> str:
-    return pattern.format(value) if value is not None else missing
+def fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    return pattern.format(value) if value is not None else "–"
 
 
 def breakable(spec: str) -> Markup:
