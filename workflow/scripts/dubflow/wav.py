@@ -14,7 +14,6 @@ ANALYSIS_RATE = 16_000
 
 def read_analysis_wav(path: str | Path, stage: str):
     """16 kHz mono float32; anything else was not written by the extract stage."""
-    import numpy as np
     import soundfile as sf
 
     try:
@@ -29,7 +28,7 @@ def read_analysis_wav(path: str | Path, stage: str):
             f"{path} is {rate} Hz but {stage} needs {ANALYSIS_RATE} Hz; it was not written by "
             f"the extract stage, so delete it and re-run"
         )
-    return np.ascontiguousarray(audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0])
+    return audio.mean(axis=1)  # a new, contiguous array (a copy for mono)
 
 
 def resample(audio, rate: int, target: int):
