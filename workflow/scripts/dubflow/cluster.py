@@ -67,16 +67,21 @@ def kill_from_log(text: str) -> tuple[str, str]:
     return "", ""
 
 
+def slurm_output(command: list[str]) -> str:
+    """What a SLURM command printed; '' when it is missing, fails or hangs."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=20,
+                              check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def squeue_state(job_id: str) -> str:
     """The job's state while slurmctld still remembers it (MinJobAge), else ''."""
-    if not job_id or shutil.which("squeue") is None:
+    if not job_id:
         return ""
-    try:
-        result = subprocess.run(["squeue", "-h", "--states=all", "-j", job_id, "-o", "%T"],
-                                capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
+    output = slurm_output(["squeue", "-h", "--states=all", "-j", job_id, "-o", "%T"]).strip()
+    return output.splitlines()[0] if output else ""
 
 
 def why_killed(job_id: str, logs_dir: Path = SLURM_LOGS, log: Path | None = None) -> Kill:
@@ -122,11 +127,7 @@ def failed_job_logs(name: str, logs_dir: Path = SLURM_LOGS, since: float | None 
 
 def slurm_config() -> dict[str, str]:
     """`scontrol show config` as a dict (empty when there is no reachable controller)."""
-    try:
-        text = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
-                              timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    text = slurm_output(["scontrol", "show", "config"])
     pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
     return {key.strip(): value.strip() for key, value in pairs}
 
@@ -167,13 +168,8 @@ def status_method(requested: str, conf: dict[str, str]) -> tuple[str, str]:
 
 def node_limits() -> dict[str, tuple[int, int]]:
     """Per partition, the largest node's CPUs and memory (MB); '' is the default partition."""
-    try:
-        text = subprocess.run(["sinfo", "-h", "-o", "%P|%c|%m"], capture_output=True,
-                              text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
     limits: dict[str, tuple[int, int]] = {}
-    for line in text.splitlines():
+    for line in slurm_output(["sinfo", "-h", "-o", "%P|%c|%m"]).splitlines():
         try:
             partition, cpus, memory = line.strip().split("|")
             cpus_n, memory_mb = int(cpus.rstrip("+")), int(memory.rstrip("+"))
