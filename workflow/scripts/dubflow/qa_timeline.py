@@ -39,10 +39,6 @@ def panel_length(duration: float) -> float:
     return float(math.ceil(wanted / 300.0) * 300)
 
 
-def tick_step(span: float) -> float:
-    return next((s for s in TICK_STEPS_S if span / s <= 12), TICK_STEPS_S[-1])
-
-
 Bar = tuple[float, float, int, str, str]  # start, end, row, kind, colour
 
 
@@ -147,7 +143,7 @@ def draw_frame(ax, labels: list[str], t0: float, t1: float) -> None:
     for y, label in enumerate(reversed(labels)):
         ax.text(-0.006, y, label, transform=ax.get_yaxis_transform(), ha="right",
                 va="center", fontsize=7.5)
-    step = tick_step(t1 - t0)
+    step = next((s for s in TICK_STEPS_S if (t1 - t0) / s <= 12), TICK_STEPS_S[-1])
     ticks = [t0 + i * step for i in range(int((t1 - t0) / step + 1e-9) + 1)]
     grid = LineCollection([[(t, bottom), (t, top)] for t in ticks], colors="#dddddd",
                           linewidths=0.5, zorder=0)
