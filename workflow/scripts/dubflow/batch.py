@@ -81,8 +81,7 @@ def write_summary(rows: list[VideoStatus], path: str | Path) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(["name", "status", "reason", "log"])
-    for row in rows:
-        writer.writerow([row.name, row.status, row.reason, row.log])
+    writer.writerows([row.name, row.status, row.reason, row.log] for row in rows)
     write_text(path, buffer.getvalue())
 
 

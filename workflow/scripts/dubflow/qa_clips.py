@@ -185,8 +185,6 @@ def write_clips(languages: list[Language], source_audio: str | Path, dubs: dict[
     """Cut every clip into a hidden folder beside ``dest``, then rename it into place, so
     a killed run leaves no half-filled folder; returns the manifest (also in the folder)
     and how many clips were encoded (the others came from ``cache``)."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     cuts, manifest = plan(languages)
     cache = Path(cache) if cache else None
     encoded = 0
