@@ -38,7 +38,6 @@ def redact(text: str, secrets: list[str] | None = None) -> str:
 
 def masked_config(config: Any) -> Any:
     """A copy of the config with secret-named keys and secret values masked."""
-    secrets = secret_values()
     if isinstance(config, dict):
         return {
             key: (MASK if SECRET_KEY.search(str(key)) and value else masked_config(value))
@@ -47,7 +46,7 @@ def masked_config(config: Any) -> Any:
     if isinstance(config, list):
         return [masked_config(item) for item in config]
     if isinstance(config, str):
-        return redact(config, secrets)
+        return redact(config)
     return config
 
 
