@@ -87,13 +87,12 @@ class Guard:
         origin = headers.get("origin")
         if origin is not None and origin != f"http://{host}":
             raise Refused(403, "Requests from other sites are refused.")
-        raw = scope.get("raw_path", b"").decode("latin-1").lower()
-        query = scope.get("query_string", b"").decode("latin-1").lower()
-        if any(bad in raw + "?" + query for bad in ("..", "%2f", "%5c", "\\", "%2e")):
+        raw = scope.get("raw_path", b"").decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
+        if any(bad in f"{raw}?{query}".lower() for bad in ("..", "%2f", "%5c", "\\", "%2e")):
             raise Refused(400, "Requests name languages and lines, never files or folders.")
         if scope["method"] in ("GET", "HEAD"):
-            given = (parse_qs(scope.get("query_string", b"").decode("latin-1"))
-                     .get("token", [""])[0])
+            given = parse_qs(query).get("token", [""])[0]
         else:
             given = headers.get(TOKEN_HEADER, "")
         if not secrets.compare_digest(given.encode(), self.token.encode()):
