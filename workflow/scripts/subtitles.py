@@ -111,7 +111,7 @@ def segment_cues(segment: dict, max_chars: int, max_lines: int, max_duration: fl
 
 def reading_time(cue: Cue, max_cps: float) -> float:
     """Seconds a viewer needs to read the cue at max_cps characters per second."""
-    return len(cue.text.replace("\n", " ")) / max_cps
+    return len(cue.text) / max_cps
 
 
 def pace(cues: list[Cue], max_chars: int, max_lines: int, max_duration: float,
@@ -210,7 +210,7 @@ def build_cues(segments: list[dict], subtitles: dict,
 
 def cps(cue: Cue) -> float:
     """Characters per second of a cue as shown (line breaks count as a space)."""
-    return len(cue.text.replace("\n", " ")) / max(cue.end - cue.start, 1e-3)
+    return len(cue.text) / max(cue.end - cue.start, 1e-3)
 
 
 def to_ssafile(cues: list[Cue]) -> pysubs2.SSAFile:
