@@ -65,8 +65,8 @@ class Rebuilder:
     def busy(self) -> bool:
         return self.run.state == "running"
 
-    def start(self, on_done=None) -> bool:
-        """Start a run; False when one is already running (nothing is started then)."""
+    def start(self, on_done) -> bool:
+        """Start a run, ``on_done`` after it succeeds; False (nothing started) while one runs."""
         with self._lock:
             if self.busy():
                 return False
@@ -90,7 +90,7 @@ class Rebuilder:
                 code = -1
         status = self.status()
         failed = code != 0
-        if not failed and on_done is not None:
+        if not failed:
             try:
                 on_done()
             except Exception as error:  # the rebuilt files cannot be read
