@@ -61,11 +61,9 @@ def merge_voices(settings: dict, choices: dict[str, dict[str, str]]) -> dict:
     if not choices:
         return settings
     merged = copy.deepcopy(settings)
-    tts = merged.setdefault("tts", {})
-    voices = dict(tts.get("voices") or {})
+    voices = merged["tts"]["voices"]  # the schema's default is {}
     for lang, table in choices.items():
-        voices[lang] = {**(voices.get(lang) or {}), **table}
-    tts["voices"] = voices
+        voices[lang] = {**voices.get(lang, {}), **table}
     return merged
 
 

@@ -161,8 +161,7 @@ class Video:
         duration = translation.duration_s or 0.0
         rooms = condense.rooms([condense.Span(x.id, x.start, x.end) for x in lines])
         per_second = (cfg["translation"]["condense"]["chars_per_second"]
-                      * float(cfg["tts"]["max_speed_boost"])
-                      * float(cfg["mix"].get("max_speedup") or 1.0))
+                      * cfg["tts"]["max_speed_boost"] * cfg["mix"]["max_speedup"])
         rows = []
         for line in lines:
             place = placed.get(line.id) or records.FitRow(line.id)
