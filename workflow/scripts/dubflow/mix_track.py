@@ -78,7 +78,7 @@ def adts_frames(data: bytes) -> list[bytes]:
 @dataclass(frozen=True)
 class Piece:
     """Frames ``first`` to ``first + keep`` of the track (to its end when ``keep`` is None),
-    encoded from samples ``begin`` to ``end`` (``first - skip`` frames in)."""
+    encoded from samples ``begin`` to ``end``: they are frames ``skip`` on of that encode."""
 
     index: int
     first: int
