@@ -14,7 +14,7 @@ rule mix:
         "benchmarks/{name}/mix.{lang}.tsv"
     conda:
         "../envs/media.yaml"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=lambda wc, attempt: 1000 * attempt,
         runtime=60,

@@ -107,7 +107,7 @@ def run(source_wav: str | Path, tts_dir: str | Path, dub_wav: str | Path,
                                      read_gain_memo(memo, cfg, duration))
     if dub_track:
         encode_track(dub_wav, Path(dub_track), cfg, Path(track_cache) if track_cache else None,
-                     ffmpeg)
+                     ffmpeg, threads=threads)
     log.info("loudness: %s", loudness)
     write_gain_memo(memo, cfg, duration, loudness)
     loudness.pop("limiter_rate", None)

@@ -25,6 +25,7 @@ folder.
 
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,17 +117,23 @@ def pieces(dub_wav: Path, cfg: MixSettings, build: str, piece_frames: int) -> li
 
 
 def encode_track(dub_wav: Path, track: Path, cfg: MixSettings, cache_dir: Path | None,
-                 ffmpeg: dict | None, piece_frames: int = PIECE_FRAMES) -> tuple[int, int]:
+                 ffmpeg: dict | None, piece_frames: int = PIECE_FRAMES,
+                 threads: int = 1) -> tuple[int, int]:
     """Write ``track`` (Matroska, AAC) from ``dub_wav``; return (pieces encoded, pieces
-    from the cache). Without ``cache_dir`` every piece is encoded."""
+    from the cache). Without ``cache_dir`` every piece is encoded.
+
+    The pieces to encode are shared among ``threads`` ffmpeg processes (the encoder is
+    single-threaded): the bench's first mix of 10 minutes took 22.9 s with one and 17.0 s
+    with two, as long as when the encoder ran inside the mixing pass (17.5 s)."""
     build = binary_version(resolve_binary("ffmpeg", ffmpeg_settings(ffmpeg).ffmpeg))[0]
     found = pieces(dub_wav, cfg, build, piece_frames)
     with scratch_dir(track) as work:
         coded = {piece.index: work / f"{piece.index}.{piece.kind}" for piece in found}
         missing = [piece for piece in found
                    if not (cache_dir and (cache_dir / f"{piece.key}.{piece.kind}").is_file())]
-        if missing:
-            _encode(dub_wav, missing, coded, cfg, ffmpeg)
+        groups = [missing[i::threads] for i in range(min(threads, len(missing)))]
+        with ThreadPoolExecutor(max(1, len(groups))) as pool:
+            list(pool.map(lambda group: _encode(dub_wav, group, coded, cfg, ffmpeg), groups))
         parts = []
         for piece in found:
             cached = cache_dir / f"{piece.key}.{piece.kind}" if cache_dir else None
