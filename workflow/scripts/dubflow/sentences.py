@@ -42,26 +42,17 @@ def sentence_lines(segments: list[Segment], max_pause_s: float,
     without words (rare: Whisper gave text but no timings) are kept as they are.
     """
     pieces: list[tuple[Segment, list[Word]]] = []
-    current: list[Word] = []
-    owner: Segment | None = None
     for segment in sorted(segments, key=lambda s: s.start):
         if not segment.words:
-            if current:
-                pieces.append((owner, current))
-                current = []
             pieces.append((segment, []))
-            continue
         for word in segment.words:
-            if current and (segment.speaker != owner.speaker
-                            or word.start - current[-1].end >= max_pause_s
-                            or ends_sentence(current[-1].word)):
-                pieces.append((owner, current))
-                current = []
-            if not current:
-                owner = segment
-            current.append(word)
-    if current:
-        pieces.append((owner, current))
+            owner, current = pieces[-1] if pieces else (segment, [])
+            if current and (segment.speaker == owner.speaker
+                            and word.start - current[-1].end < max_pause_s
+                            and not ends_sentence(current[-1].word)):
+                current.append(word)
+            else:
+                pieces.append((segment, [word]))
     origin = {id(word): segment for segment in segments for word in segment.words}
     lines = []
     for segment, words in pieces:
