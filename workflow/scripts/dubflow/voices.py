@@ -372,19 +372,10 @@ def shifted(specs: list[str]) -> Iterator[str]:
             yield str(tb.parse_spec(text).with_params(shift=factor))
 
 
-def candidates(language: str, tts: dict, coqui_speakers: list[str] | None = None) -> Iterator[str]:
-    """The ordered automatic voices for a language under tts.backend (may be endless)."""
+def candidates(language: str, tts: dict, coqui_speakers: list[str] | None = None) -> list[str]:
+    """The ordered automatic voices for a language under tts.backend, each once."""
     backend = tts["backend"]
     default = language_voices(tts, language).get("default")
-    seen: set[str] = set()
-
-    def fresh(specs: Iterable[str]) -> Iterator[str]:
-        for spec in specs:
-            canonical = str(tb.parse_spec(spec))
-            if canonical not in seen:
-                seen.add(canonical)
-                yield canonical
-
     streams: list[Iterable[str]] = [[default]] if default else []
     if kokoro_ready(language, tts):
         from dubflow.voice_match import catalogue_voices, spec_of
@@ -400,7 +391,8 @@ def candidates(language: str, tts: dict, coqui_speakers: list[str] | None = None
     elif backend == "coqui":
         names = [f"coqui:{name}" for name in coqui_speakers or []] or ["coqui"]
         streams.append(shifted(names))
-    return fresh(itertools.chain.from_iterable(streams))
+    return list(dict.fromkeys(str(tb.parse_spec(spec))
+                              for spec in itertools.chain.from_iterable(streams)))
 
 
 def speaker_slots(speakers: Iterable[str]) -> dict[str, int]:
