@@ -263,9 +263,8 @@ class ESpeakLibrary:
             self._lib.espeak_Synth(data, len(data), 0, 1, 0, 0, None, None)
             self._lib.espeak_Synchronize()
             chunks, self._chunks = self._chunks, []
-        if not chunks:
-            return np.zeros(0, dtype=np.float32), self.rate
-        return np.concatenate(chunks).astype(np.float32) / 32768.0, self.rate
+        audio = np.concatenate(chunks or [np.zeros(0, dtype=np.int16)])
+        return audio.astype(np.float32) / 32768.0, self.rate
 
 
 def _languages(pointer: int | None) -> list[tuple[int, str]]:
@@ -309,9 +308,8 @@ class ESpeakBackend:
 
     def synthesize(self, text: str, spec: VoiceSpec, speed: float = 1.0) -> tuple[np.ndarray, int]:
         rate = spec.number("rate", ESPEAK_DEFAULT_RATE) * speed
-        pitch = spec.number("pitch")
         return self.library.speak(text, spec.name, rate=round(min(max(rate, 80), 450)),
-                                  pitch=None if pitch is None else round(pitch))
+                                  pitch=round(spec.number("pitch", ESPEAK_DEFAULT_PITCH)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -386,9 +384,8 @@ class PiperBackend:
                                  noise_w_scale=0.0,
                                  length_scale=self.voice.config.length_scale / speed)
         chunks = [c.audio_float_array for c in self.voice.synthesize(text, syn_config=config)]
-        if not chunks:
-            return np.zeros(0, dtype=np.float32), self.sample_rate
-        return np.concatenate(chunks).astype(np.float32), self.sample_rate
+        audio = np.concatenate(chunks or [np.zeros(0, dtype=np.float32)])
+        return audio.astype(np.float32), self.sample_rate
 
 
 @functools.lru_cache(maxsize=4)
