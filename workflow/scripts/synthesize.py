@@ -181,12 +181,6 @@ class Engines:
                     self._loaded[key] = tb.ESpeakBackend()
             return self._loaded[key]
 
-    def timing(self, voice: voices.Voice):
-        """Kokoro's duration predictor (kokoro_voice.KokoroTiming), not the full model."""
-        from dubflow.kokoro_voice import timing
-
-        return timing(str(voice.model_path))
-
     def coqui(self) -> tb.CoquiBackend:
         with self._load_lock:
             if "coqui" not in self._loaded:
@@ -274,16 +268,15 @@ def choose_voices(lines: list[Line], language: str, tts: dict, engines: Engines,
     chosen = {}
     for speaker, spec in specs.items():
         key = f"tts.voices.{language}.{speaker if speaker in table else 'default'}"
-        chosen[speaker] = voices.resolve(spec, tts, language, key)
-        if chosen[speaker].backend == "coqui" and chosen[speaker].spec.name:
+        voice = chosen[speaker] = voices.resolve(spec, tts, language, key)
+        if voice.backend == "coqui" and voice.spec.name:
             known = engines.coqui_speakers()
-            if chosen[speaker].spec.name not in known:
+            if voice.spec.name not in known:
                 raise ConfigError(
-                    f"{key} names the Coqui speaker '{chosen[speaker].spec.name}', which the "
+                    f"{key} names the Coqui speaker '{voice.spec.name}', which the "
                     f"model {tts['coqui']['model_dir']} does not have (stage {STAGE}); use "
                     f"one of: {', '.join(known[:8]) or 'none (single-speaker model)'}"
                 )
-    for speaker, voice in chosen.items():
         log.info("voice for %s: %s", speaker, voice)
     return chosen
 
@@ -399,16 +392,14 @@ def predicted_speed(text: str, room: float, voice: voices.Voice, tts: dict,
     if voice.backend != "kokoro" or room <= 0 or boost <= 1.0:
         return speed
     memo = speed_memo_path(tts["cache_dir"], text, room, voice, speed, boost, engines.language)
-    try:
+    with contextlib.suppress(OSError, ValueError):
         return float(memo.read_text())
-    except (OSError, ValueError):
-        pass
-    from dubflow.kokoro_voice import SPEED_LIMITS
+    from dubflow.kokoro_voice import SPEED_LIMITS, timing
 
     pace = voice.spec.number("speed", 1.0)  # the engine's speed is the line's times this
     fastest = min(speed * boost, SPEED_LIMITS[1] / pace)
-    engine = engines.timing(voice).fitting_speed(text, voice.spec.name, engines.language,
-                                                 room, speed * pace, fastest * pace)
+    engine = timing(str(voice.model_path)).fitting_speed(text, voice.spec.name, engines.language,
+                                                         room, speed * pace, fastest * pace)
     answer = round(engine / pace, 4)
     with contextlib.suppress(OSError):  # a memo that cannot be written is only slower
         with atomic_path(memo) as tmp:
@@ -464,9 +455,6 @@ def speak_faster_where_needed(entries: list[TtsLine], lines: list[Line], rooms: 
     Not Kokoro lines: their speed was chosen from the model's own duration prediction
     (predicted_speed, within 0.25 s of the made line), and what is left over is the mix
     stage's to stretch by a few per cent, not worth saying the line again."""
-    boost = float(tts["max_speed_boost"])
-    if boost <= 1.0:
-        return []
     by_id = {line.id: line for line in lines}
     cache_dir, jobs = Path(tts["cache_dir"]), {}
     for entry in entries:
