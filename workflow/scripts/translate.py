@@ -91,10 +91,7 @@ def describe_engine(source: str, target: str, translation: dict, asr: dict | Non
         return Engine("ctranslate2", folder.name,
                       f"{key} beam={translation['beam_size']} "
                       f"model.bin={stat.st_size}:{int(stat.st_mtime)}")
-    # whisper: the schema allows no other backend
-    if not asr:
-        raise ConfigError("translation backend 'whisper' reuses asr.model, which is not set; "
-                          "set asr.model to a multilingual Whisper folder")
+    # whisper (the schema allows no other backend) reuses asr.model, which it always sets
     folder = Path(asr["model"])
     stat = (folder / "model.bin").stat() if (folder / "model.bin").is_file() else None
     return Engine("whisper", f"faster-whisper {_version('faster-whisper')} {folder.name} "
@@ -372,8 +369,7 @@ def read_edits(path: str | Path | None, lines: list[Line]) -> dict[str, str]:
     rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     if not rows:
         return {}
-    header = rows[0][1]
-    columns = [c.strip().lower() for c in header]
+    columns = [c.strip().lower() for c in rows[0][1]]
     if "id" not in columns or "text" not in columns:
         raise InputError(
             f"the edits file {path} has no header row naming the columns id and text; make "
@@ -448,33 +444,30 @@ def translate_lines(lines: list[Line], source: str, target: str, translation: di
     audio = read_analysis_wav(audio_path, STAGE) if engine.backend == "whisper" else None
     translate = None
 
+    def payload(line: Line, text: str) -> str:
+        if audio is None:
+            return text
+        # Whisper hears the audio, not the transcript text
+        return hashlib.sha256(audio_slice(audio, line.start, line.end).tobytes()).hexdigest()
+
     def fill(batch: list[Line], source_of) -> list[str]:
         """Translations of ``batch`` (their text ``source_of(line)``): cache, then engine."""
         nonlocal translate
-        results: dict[int, str] = {}
-        misses: list[tuple[int, Line, str]] = []
-        for index, line in enumerate(batch):
-            payload = source_of(line)
-            if audio is not None:  # Whisper hears the audio, not the transcript text
-                heard = audio_slice(audio, line.start, line.end)
-                payload = hashlib.sha256(heard.tobytes()).hexdigest()
-            key = cache_key(engine, source, target, glossary, payload)
-            cached = cache_get(cache_dir, key)
-            if cached is None:
-                misses.append((index, line, key))
-            else:
-                results[index] = cached
-                counts["cached"] += 1
+        keys = [cache_key(engine, source, target, glossary, payload(line, source_of(line)))
+                for line in batch]
+        results = [cache_get(cache_dir, key) for key in keys]
+        misses = [i for i, cached in enumerate(results) if cached is None]
+        counts["cached"] += len(batch) - len(misses)
         if misses:
             translate = translate or load_engine(engine, source, target, translation, asr,
                                                  audio, glossary, threads)
-            asked = [Line(line.id, line.speaker, line.start, line.end, source_of(line))
-                     for _, line, _ in misses]
-            for (index, _, key), line, text in zip(misses, asked, translate(asked), strict=True):
-                results[index] = text
-                cache_put(cache_dir, key, line, text)
+            asked = [Line(batch[i].id, batch[i].speaker, batch[i].start, batch[i].end,
+                          source_of(batch[i])) for i in misses]
+            for i, line, text in zip(misses, asked, translate(asked), strict=True):
+                results[i] = text
+                cache_put(cache_dir, keys[i], line, text)
             counts["translated"] += len(misses)
-        return [results[i] for i in range(len(batch))]
+        return results
 
     for line, text in zip(todo, fill(todo, lambda line: line.source), strict=True):
         line.text = text
