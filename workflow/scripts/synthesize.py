@@ -352,11 +352,6 @@ def make_all(jobs: list[Job], engines: Engines) -> None:
     progress = Progress(len(jobs), "synthesized", " lines", logger=log)
     if jobs:
         engines.kokoro_threads = max(1, engines.threads // len(jobs))
-    if engines.threads == 1 or len(jobs) < 2:
-        for done, job in enumerate(jobs, 1):
-            make(job, engines)
-            progress.update(done)
-        return
     with ThreadPoolExecutor(max_workers=engines.threads) as pool:
         futures = [pool.submit(make, job, engines) for job in jobs]
         try:
