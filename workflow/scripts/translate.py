@@ -269,7 +269,6 @@ def whisper_translate(asr: dict, audio, source: str | None, translation: dict,
         )
     # Target terms as a prompt make Whisper spell them the glossary's way.
     prompt = ", ".join(dict.fromkeys(glossary.terms.values())) + "." if glossary.terms else None
-    beam_size = translation["beam_size"]
 
     def translate(lines: list[Line]) -> Iterator[str]:
         # A generator: each line is cached as soon as it is done (Whisper is slow, and a
@@ -277,7 +276,7 @@ def whisper_translate(asr: dict, audio, source: str | None, translation: dict,
         for done, line in enumerate(lines, start=1):
             segments, _ = model.transcribe(
                 audio_slice(audio, line.start, line.end), task="translate", language=source,
-                beam_size=beam_size, without_timestamps=True, vad_filter=False,
+                beam_size=translation["beam_size"], without_timestamps=True, vad_filter=False,
                 condition_on_previous_text=False, initial_prompt=prompt,
             )
             yield glossary.substitute(" ".join(s.text.strip() for s in segments).strip())
@@ -491,8 +490,7 @@ def condense_lines(lines: list[Line], todo: list[Line], source: str, target: str
     fillers = settings["fillers"].get(source, [])
     shorter_source = {line.id: condense.drop_fillers(line.source, fillers) for line in over}
     retry = [line for line in over if not whisper and shorter_source[line.id] != line.source]
-    retried = dict(zip([line.id for line in retry],
-                       fill(retry, lambda line: shorter_source[line.id]) if retry else []))
+    retried = dict(zip([line.id for line in retry], fill(retry, lambda line: shorter_source[line.id])))
     table = settings["shorten"].get(target, {})
     count = 0
     for line in over:
