@@ -490,7 +490,8 @@ def condense_lines(lines: list[Line], todo: list[Line], source: str, target: str
     fillers = settings["fillers"].get(source, [])
     shorter_source = {line.id: condense.drop_fillers(line.source, fillers) for line in over}
     retry = [line for line in over if not whisper and shorter_source[line.id] != line.source]
-    retried = dict(zip([line.id for line in retry], fill(retry, lambda line: shorter_source[line.id])))
+    retried = dict(zip([line.id for line in retry],
+                       fill(retry, lambda line: shorter_source[line.id])))
     table = settings["shorten"].get(target, {})
     count = 0
     for line in over:
