@@ -228,8 +228,8 @@ def source_pitches(lines: list[Line], audio_path: str | Path | None) -> dict[str
     if not audio_path or not Path(audio_path).is_file():
         return {}
     from dubflow.voice_match import speaker_pitches
-    audio = read_analysis_wav(audio_path, STAGE)
-    return speaker_pitches(audio, ANALYSIS_RATE,
+
+    return speaker_pitches(read_analysis_wav(audio_path, STAGE), ANALYSIS_RATE,
                            [(line.speaker, line.start, line.end) for line in lines])
 
 

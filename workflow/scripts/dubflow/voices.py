@@ -445,8 +445,7 @@ def assign(speakers: Iterable[str], language: str, tts: dict,
     slots = speaker_slots(unmapped)
     taken = set(chosen.values())
     needed = max(slots.values(), default=-1) + 1
-    pool = list(itertools.islice((c for c in candidates(language, tts, coqui_speakers)
-                                  if c not in taken), needed))
+    pool = [c for c in candidates(language, tts, coqui_speakers) if c not in taken][:needed]
     if len(pool) < needed:
         short = sorted((s for s in unmapped if slots[s] >= len(pool)), key=slots.get)
         raise ConfigError(
