@@ -59,23 +59,6 @@ from dubflow import config_schema, ffmpeg_needs
 from dubflow.errors import FFmpegError, InputError
 from dubflow.records import number as _number  # ffprobe's numbers are strings, maybe N/A
 
-__all__ = [
-    "FFmpegInputError",
-    "MediaInfo",
-    "Settings",
-    "StreamInfo",
-    "file_arg",
-    "probe",
-    "require_audio",
-    "check_capabilities",
-    "locate_binary",
-    "resolve_binary",
-    "run",
-    "run_ffmpeg",
-    "settings",
-    "timeout_for",
-]
-
 logger = logging.getLogger(__name__)
 
 Tool = Literal["ffmpeg", "ffprobe"]
@@ -207,9 +190,10 @@ def _configured_binary(name: str, configured: str, key: str) -> str:
 
 
 def _auto_binary(name: str, key: str) -> Binary:
-    conda = conda_binary(name)
-    if conda is not None:
-        return Binary(conda, "auto: the ffmpeg of the conda env this job runs in")
+    # The tool inside the conda env this Python runs in (``--sdm conda``).
+    conda = Path(sys.prefix) / "bin" / name
+    if (Path(sys.prefix) / "conda-meta").is_dir() and conda.is_file() and os.access(conda, os.X_OK):
+        return Binary(str(conda), "auto: the ffmpeg of the conda env this job runs in")
     bundled, package = _bundled_binary(name)
     if bundled is None:
         raise FFmpegError(
@@ -224,15 +208,6 @@ def _auto_binary(name: str, key: str) -> Binary:
             path=bundled,
         )
     return Binary(os.path.abspath(bundled), f"auto: the pinned build from the {package} package")
-
-
-def conda_binary(name: str) -> str | None:
-    """The tool inside the conda env this Python runs in (``--sdm conda``), or None."""
-    prefix = Path(sys.prefix)
-    candidate = prefix / "bin" / name
-    if (prefix / "conda-meta").is_dir() and candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    return None
 
 
 def _bundled_binary(name: str) -> tuple[str | None, str]:
@@ -657,7 +632,6 @@ def _run_once(
     timer.start()
     stdout: list[bytes] = []
     try:
-        assert proc.stdout is not None
         for raw in proc.stdout:
             stdout.append(raw)
             if tracker is not None:
@@ -684,13 +658,11 @@ def _run_once(
 
 def _drain(stream: IO[bytes], sink: collections.deque[str]) -> None:
     """Read a pipe to EOF into ``sink`` (decoded, one entry per line)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):  # pipe closed under us after a kill
         for raw in stream:
             for line in raw.decode("utf-8", errors="replace").splitlines():
                 if line.strip():
                     sink.append(line.rstrip())
-    except (OSError, ValueError):  # pipe closed under us after a kill
-        pass
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -699,10 +671,8 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     SIGKILL rather than SIGTERM: outputs are always temp files that the caller discards,
     so there is nothing for ffmpeg to finish cleanly, and a hung process may ignore TERM.
     """
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _make_die_with_parent() -> Callable[[int], None] | None:
@@ -758,10 +728,8 @@ class _ProgressTracker:
     def feed(self, raw: bytes) -> None:
         key, _, value = raw.decode("ascii", errors="replace").strip().partition("=")
         if key in ("out_time_us", "out_time_ms"):
-            try:
+            with contextlib.suppress(ValueError):  # "N/A" before the first frame
                 self._pending = int(value) / 1_000_000
-            except ValueError:  # "N/A" before the first frame
-                pass
         elif key == "progress" and self._pending is not None:
             done, self._pending = self._pending, None
             if done > self._last:
@@ -1065,16 +1033,14 @@ def probe(
     if not streams or fmt.get("format_name") == "tty":
         raise FFmpegInputError(
             _corrupt_sentence(shown, "ffprobe", stage),
-            detail=result.stderr,
             stage=stage,
             path=shown,
             returncode=result.returncode,
-            stderr_tail=result.stderr,
+            stderr_tail=result.stderr,  # also the detail
         )
     duration = _number(fmt.get("duration"))
     if duration is None:
-        known = [s.duration_s for s in streams if s.duration_s is not None]
-        duration = max(known) if known else None
+        duration = max((s.duration_s for s in streams if s.duration_s is not None), default=None)
     return MediaInfo(
         path=os.fsdecode(os.fspath(path)),
         format_name=str(fmt.get("format_name") or ""),
