@@ -178,8 +178,7 @@ def update_speaker_db(
             continue
         entry = db.speakers.setdefault(name, KnownSpeaker(centroid=[]))
         entry.episodes[recording_id] = unit.tolist()
-    for name in list(db.speakers):
-        entry = db.speakers[name]
+    for name, entry in list(db.speakers.items()):
         if not entry.episodes:  # its only episode now has no usable centroid
             del db.speakers[name]
             continue

@@ -117,11 +117,6 @@ def _anchor(words: list[Word], k: int) -> str | None:
 
 def _fill_unassigned(labels: list[str | None]) -> list[str | None]:
     """A word with no turn nearby takes the previous word's speaker (or the next one's)."""
-    filled = list(labels)
-    for i in range(1, len(filled)):
-        if filled[i] is None:
-            filled[i] = filled[i - 1]
-    for i in range(len(filled) - 2, -1, -1):
-        if filled[i] is None:
-            filled[i] = filled[i + 1]
-    return filled
+    filled = list(itertools.accumulate(labels, lambda prev, label: prev if label is None else label))
+    first = next((label for label in filled if label is not None), None)  # only leading Nones left
+    return [first if label is None else label for label in filled]
