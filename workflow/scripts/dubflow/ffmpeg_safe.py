@@ -154,9 +154,7 @@ def resolve_binary(name: Tool, configured: str = "auto") -> str:
 
 def locate_binary(name: Tool, configured: str = "auto") -> Binary:
     """:func:`resolve_binary` with the reason for the choice (``make verify`` prints it)."""
-    if name not in _CONFIG_KEYS:
-        raise ValueError(f"unknown tool {name!r}; expected 'ffmpeg' or 'ffprobe'")
-    key = _CONFIG_KEYS[name]
+    key = _CONFIG_KEYS[name]  # a KeyError for anything but ffmpeg and ffprobe
     configured = os.fspath(configured).strip() if configured else "auto"
     if configured == "auto":
         return _auto_binary(name, key)
@@ -299,13 +297,12 @@ def missing_capabilities(path: str, needs: dict) -> list[str]:
     missing = []
     for (kind, name, need), options in zip(asks, helps):
         stages = "/".join(need.stages)
-        if kind == "muxer" and options is not None:
-            options = {**dict.fromkeys(generic, set()), **options}
         if options is None:
-            if kind == "filter" and name in ffmpeg_needs.OPTIONAL_FILTERS:
-                continue
-            missing.append(f"the {name} {kind} (stage {stages})")
+            if not (kind == "filter" and name in ffmpeg_needs.OPTIONAL_FILTERS):
+                missing.append(f"the {name} {kind} (stage {stages})")
             continue
+        if kind == "muxer":
+            options = {**dict.fromkeys(generic, set()), **options}
         wanted = dict(need.options)
         if need.positional:
             wanted.setdefault(need.positional, None)
