@@ -128,8 +128,7 @@ def windows(audio: np.ndarray) -> list[tuple[int, int]]:
     return cuts + [(start, total)]
 
 
-def _segment(index: int, seg: Any, low_confidence_logprob: float,
-             offset: float = 0.0) -> Segment:
+def _segment(index: int, seg: Any, low_confidence_logprob: float, offset: float) -> Segment:
     words = [
         Word(round(offset + w.start, 3), round(offset + w.end, 3), w.word,
              round(float(w.probability), 4))

@@ -143,13 +143,12 @@ def separate_vocals(audio: np.ndarray, sample_rate: int, threads: int = 1, *,
                     folder: str | Path) -> np.ndarray:
     """The speech in ``audio`` (frames, channels): same rate, channels and length.
     ``folder``: the checked model folder (mix.dtln_model)."""
-    folder = Path(folder)
     audio = np.asarray(audio, dtype=np.float32)
     frames, channels = audio.shape
     centre = CENTRE.get(channels)
     analysis = audio[:, centre] if centre is not None else audio.mean(axis=1)
     speech = resample(speech_16k(resample(analysis, sample_rate, MODEL_RATE),
-                                 _sessions(folder, threads)), MODEL_RATE, sample_rate)
+                                 _sessions(Path(folder), threads)), MODEL_RATE, sample_rate)
     speech = np.pad(speech, (0, max(0, frames - len(speech))))[:frames]
     power = float(speech @ speech)
     if power <= 0:
