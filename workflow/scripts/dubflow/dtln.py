@@ -123,9 +123,7 @@ def speech_16k(audio: np.ndarray, sessions) -> np.ndarray:
     mask_state = np.zeros(mask_net.get_inputs()[1].shape, np.float32)
     refine_state = np.zeros(refine_net.get_inputs()[1].shape, np.float32)
     frames = len(audio)
-    padded = np.concatenate([np.zeros(BLOCK - SHIFT, np.float32),
-                             np.asarray(audio, np.float32),
-                             np.zeros(BLOCK, np.float32)])
+    padded = np.pad(np.asarray(audio, np.float32), (BLOCK - SHIFT, BLOCK))
     out = np.zeros(len(padded), np.float32)
     for start in range(0, len(padded) - BLOCK + 1, SHIFT):
         spectrum = np.fft.rfft(padded[start:start + BLOCK])
