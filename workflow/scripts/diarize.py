@@ -270,7 +270,7 @@ def build_hub_pipeline(settings: dict[str, Any]):
         raise ModelError(_hub_error(source, local, settings))
     if settings["threshold"] is not None:  # else keep the pipeline's tuned value
         clustering = getattr(pipeline, "clustering", None)
-        if clustering is None or not hasattr(clustering, "threshold"):
+        if not hasattr(clustering, "threshold"):  # also when there is no clustering
             raise ConfigError(
                 f"diarization.threshold is set but pipeline {source} has no clustering "
                 "threshold; set it to null"
