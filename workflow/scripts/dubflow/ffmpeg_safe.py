@@ -810,9 +810,7 @@ def _classify(outcome: _Outcome, args: list[str]) -> _Failure:
         if isinstance(exc, PermissionError):
             return _Failure("binary_not_executable")
         if exc.errno in _TRANSIENT_ERRNOS:
-            return _Failure(
-                "transient", transient=True, hint=os.strerror(exc.errno or 0)
-            )
+            return _Failure("transient", transient=True, hint=os.strerror(exc.errno))
         return _Failure("start_failed", hint=str(exc))
     if outcome.timed_out:
         return _Failure("timeout")
