@@ -94,7 +94,7 @@ def check_no_secrets(config: Any, key: str = "") -> None:
             )
 
 
-def load_samples(config: dict, sheet_schema: str | Path | None = None) -> dict[str, Sample]:
+def load_samples(config: dict, sheet_schema: str | Path) -> dict[str, Sample]:
     """Every video to dub: the sheet's rows first, then files in input_dir not in the sheet."""
     samples = discover_inputs(Path(config["input_dir"]))
     sheet = config["samples"]
@@ -169,7 +169,7 @@ def read_table(sheet: Path) -> tuple[pd.DataFrame, list[int]]:
     return pd.DataFrame(rows, columns=header, dtype=object), lines
 
 
-def read_sheet(sheet: Path, schema: str | Path | None = None) -> dict[str, Sample]:
+def read_sheet(sheet: Path, schema: str | Path) -> dict[str, Sample]:
     """Read the samples TSV; empty cells mean "use the global config"."""
     table, lines = read_table(sheet)
     for column in ("name", "path"):
@@ -185,18 +185,17 @@ def read_sheet(sheet: Path, schema: str | Path | None = None) -> dict[str, Sampl
             f"the samples sheet {sheet} has unknown column(s) {', '.join(map(repr, unknown))}; "
             f"fix its first line: the columns are {', '.join(SHEET_COLUMNS)}"
         )
-    if schema is not None:
-        from snakemake.exceptions import WorkflowError
-        from snakemake.utils import validate
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
 
-        try:
-            validate(table, str(schema))
-        except WorkflowError as error:
-            row = re.search(r"row (\d+)", str(error))
-            where = f" (row {lines[int(row.group(1))]} of the file)" if row else ""
-            raise InputError(
-                describe_validation_error(error, f"the samples sheet {sheet}{where}", "column")
-            ) from None
+    try:
+        validate(table, str(schema))
+    except WorkflowError as error:
+        row = re.search(r"row (\d+)", str(error))
+        where = f" (row {lines[int(row.group(1))]} of the file)" if row else ""
+        raise InputError(
+            describe_validation_error(error, f"the samples sheet {sheet}{where}", "column")
+        ) from None
     for index, name in enumerate(table["name"]):
         if not safe_name(name):
             raise InputError(
@@ -369,17 +368,10 @@ def _writable(folder: Path) -> bool:
 
 
 def input_video(samples: dict[str, Sample], name: str, input_dir: str) -> str:
-    """Path of a requested video; only requested videos are checked, so one stale sheet
-    row does not block dubbing the others."""
-    sample = samples.get(name)
-    if sample is None:
+    """Path of a requested video (load_samples has checked that every file exists)."""
+    if name not in samples:
         raise InputError(
             f"there is no input video for '{name}': put it at {input_dir}/{name}.<ext> "
             f"(mp4, mkv, mov, webm, avi, ...) or add a row for it to the samples sheet"
         )
-    if not Path(sample.path).is_file():
-        raise InputError(
-            f"the samples sheet lists {sample.path} for '{name}', but there is no such "
-            f"file; fix its path column, create the file or remove the row"
-        )
-    return sample.path
+    return samples[name].path

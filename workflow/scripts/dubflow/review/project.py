@@ -112,8 +112,7 @@ class Video:
             raise InputError(f"there is no video named '{name}' in this project (in/ or the "
                              f"samples sheet); pass --name with one of: "
                              f"{', '.join(sorted(samples)) or 'none'}")
-        self.video_path = self.root / dubflow_settings.input_video(samples, name,
-                                                                    config["input_dir"])
+        self.video_path = self.root / self.sample.path
         self.work = self.root / "work" / name
         self.reload()
 
