@@ -156,13 +156,10 @@ class ReviewApp:
     async def video_file(self, request: Request) -> Response:
         lang = self.lang_of(request)
         path = await run_in_threadpool(media.proxy, self.video.video_path,
-                                       self.video.work / lang / "dub.wav", lang, self.proxy_dir,
+                                       self.video.work / lang / "dub.wav", lang,
+                                       self.video.root / "cache" / "review" / self.video.name,
                                        self.video.base_config["ffmpeg"])
         return FileResponse(path, media_type="video/webm", headers=security_headers())
-
-    @property
-    def proxy_dir(self) -> Path:
-        return self.video.root / "cache" / "review" / self.video.name
 
     async def clip(self, request: Request) -> Response:
         lang = self.lang_of(request)
@@ -253,10 +250,9 @@ def _error(status: int, sentence: str) -> JSONResponse:
     return JSONResponse({"error": sentence}, status_code=status, headers=security_headers())
 
 
-def create_app(video: Video, previewer, rebuilder: Rebuilder, token: str | None = None,
-               port_ref: dict | None = None):
-    """The ASGI app; ``port_ref['port']`` is filled in once the server has its port."""
-    token = token or secrets.token_urlsafe(24)
+def create_app(video: Video, previewer, rebuilder: Rebuilder, port_ref: dict):
+    """The ASGI app and its token; ``port_ref['port']`` is the server's port."""
+    token = secrets.token_urlsafe(24)
     state = ReviewApp(video, previewer, rebuilder, token)
 
     async def refused(request: Request, error: Exception) -> Response:
@@ -281,4 +277,4 @@ def create_app(video: Video, previewer, rebuilder: Rebuilder, token: str | None 
     app = Starlette(routes=routes, exception_handlers={
         DubflowError: refused, Exception: on_error, 404: not_found, 405: not_found})
     app.state.review = state
-    return Guard(app, token, port_ref if port_ref is not None else {}), token
+    return Guard(app, token, port_ref), token

@@ -139,8 +139,7 @@ class Previewer:
         key = synthesize.cache_key(text, voice, speed, lang, None)
         cached = synthesize.cache_path(self.video.root / tts["cache_dir"], key)
         if synthesize.read_cached(cached) is not None:
-            audio, rate = sf.read(str(cached), dtype="float32")
-            return audio, rate
+            return sf.read(str(cached), dtype="float32")
         audio, rate = engines.synthesize(voice, text, speed, None, int(key[:8], 16))
         return synthesize.finish_audio(audio, rate), rate
 

@@ -72,7 +72,6 @@ class Row:
     edited: bool
     play_start: float  # where the dub line sounds (it may lead its source time)
     play_end: float
-    full_text: str | None = None
     speed: float = 1.0
 
     @property
@@ -186,7 +185,7 @@ class Video:
                 edited=line.edited,
                 play_start=play_start,
                 play_end=play_start + (end - start if place.played_s is None else place.played_s),
-                full_text=line.full_text, speed=1.0 if place.speed is None else place.speed))
+                speed=1.0 if place.speed is None else place.speed))
         voices = {str(speaker): str(info.get("voice"))
                   for speaker, info in fit.voices.items()}
         for row in rows:
@@ -253,9 +252,9 @@ def read_edit_rows(path: Path) -> dict[str, dict[str, str]]:
     """The rows of an edits file by line id (ids with lost zeros made whole again)."""
     if not path.is_file():
         return {}
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline=""),
-                           delimiter="\t"))
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline=""),
+                        delimiter="\t")
+    rows = [row for row in reader if any(cell.strip() for cell in row)]
     if not rows:
         return {}
     columns = [cell.strip().lower() for cell in rows[0]]
@@ -281,6 +280,5 @@ def write_edits(path: Path, changes: dict[str, tuple[str, str]]) -> None:
     out = io.StringIO()
     writer = csv.writer(out, delimiter="\t", lineterminator="\n")
     writer.writerow(["id", "text", "source"])
-    for line_id in sorted(rows):
-        writer.writerow([line_id, rows[line_id]["text"], rows[line_id]["source"]])
+    writer.writerows([line_id, row["text"], row["source"]] for line_id, row in sorted(rows.items()))
     write_text(path, out.getvalue())
