@@ -108,13 +108,9 @@ def failed_job_logs(name: str, logs_dir: Path = SLURM_LOGS, since: float | None 
     The folder is the job's wildcards joined by '_': the video's name, then its language.
     """
     found = []
-    if not logs_dir.is_dir():
-        return found
-    for log in logs_dir.glob("*/*/*.log"):
+    for log in logs_dir.glob("*/*/*.log"):  # none when there is no such folder
         wildcards, rule = log.parent.name, log.parent.parent.name
-        rest = wildcards.removeprefix(name)
-        if wildcards != name and not (wildcards.startswith(name + "_")
-                                      and re.fullmatch(r"_[a-z]{2,3}", rest)):
+        if not re.fullmatch(rf"{re.escape(name)}(_[a-z]{{2,3}})?", wildcards):
             continue
         mtime = log.stat().st_mtime
         if since is None or mtime > since:
@@ -187,9 +183,9 @@ def oversized_jobs(jobs: list[tuple[str, str, int, int]],
     """Sentences for jobs (rule, partition, threads, mem_mb) no node of their partition can run."""
     problems = []
     for rule, partition, threads, mem_mb in jobs:
-        if (partition or "") not in limits:
+        if partition not in limits:
             continue
-        cpus, memory = limits[partition or ""]
+        cpus, memory = limits[partition]
         where = f"partition {partition}" if partition else "the default partition"
         if threads > cpus:
             problems.append(f"rule {rule} asks for {threads} CPUs but the largest node of "
@@ -223,10 +219,7 @@ def check_workflow(workflow) -> list[str]:
     plugin = getattr(workflow, "executor_plugin", None)
     if plugin is None or getattr(plugin, "name", "") != "slurm":
         return []
-    settings = workflow.executor_settings
-    jobs = []
-    for job in workflow.dag.needrun_jobs():
-        resources = job.resources
-        jobs.append((job.rule.name, str(resources.get("slurm_partition", "") or ""),
-                     int(job.threads), int(resources.get("mem_mb", 0) or 0)))
-    return preflight(getattr(settings, "status_command", "") or "", jobs)
+    jobs = [(job.rule.name, str(job.resources.get("slurm_partition", "") or ""),
+             int(job.threads), int(job.resources.get("mem_mb", 0) or 0))
+            for job in workflow.dag.needrun_jobs()]
+    return preflight(getattr(workflow.executor_settings, "status_command", "") or "", jobs)

@@ -9,6 +9,7 @@ scheduler why (see cluster.py). The batch summary reads these records, never log
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -59,8 +60,6 @@ def read_all(logs_dir: str | Path, name: str) -> list[StageRecord]:
     """Every stage record of one video; unreadable ones (a foreign file) are skipped."""
     records = []
     for path in sorted(Path(logs_dir, name).glob("*.status.json")):
-        try:
+        with contextlib.suppress(OSError, ValueError, TypeError):
             records.append(StageRecord(**json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError, TypeError):
-            continue
     return records
