@@ -131,9 +131,6 @@ def link_or_copy(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """A file's sha256, read in 1 MB blocks (model files are hundreds of MB)."""
-    digest = hashlib.sha256()
+    """A file's sha256, read in blocks (model files are hundreds of MB)."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -43,8 +43,7 @@ def setup_logging(log_path: str | None) -> logging.Logger:
     """INFO and above to the rule's log file; the terminal only hears about failures."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    root.handlers.clear()
     if log_path:
         handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

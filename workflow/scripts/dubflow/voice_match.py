@@ -77,8 +77,7 @@ def speaker_pitches(audio: np.ndarray, rate: int,
     pitches: dict[str, float | None] = {}
     for speaker, pieces in by_speaker.items():
         stride = math.ceil(sum(len(piece) for piece in pieces) / (MAX_PITCH_S * rate))
-        pieces = pieces[::max(1, stride)]
-        joined = np.concatenate(pieces)
+        joined = np.concatenate(pieces[::max(1, stride)])
         f0 = median_f0(joined, rate) if len(joined) >= MIN_VOICED_S * rate else float("nan")
         pitches[speaker] = None if math.isnan(f0) else round(f0, 1)
     return pitches
