@@ -66,12 +66,11 @@ class Guard:
         self.app, self.token, self.port_ref = app, token, port_ref
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        try:
-            self.check(scope)
-        except Refused as refused:
-            return await _error(refused.status, refused.sentence)(scope, receive, send)
+        if scope["type"] == "http":
+            try:
+                self.check(scope)
+            except Refused as refused:
+                return await _error(refused.status, refused.sentence)(scope, receive, send)
         return await self.app(scope, receive, send)
 
     def check(self, scope) -> None:

@@ -72,8 +72,7 @@ class Rebuilder:
                 return False
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self.run = Run(state="running", started=time.time(), number=self.run.number + 1)
-            thread = threading.Thread(target=self._run, args=(on_done,), daemon=True)
-            thread.start()
+            threading.Thread(target=self._run, args=(on_done,), daemon=True).start()
             return True
 
     def _run(self, on_done) -> None:
