@@ -58,8 +58,7 @@ def job_log(job_id: str, logs_dir: Path = SLURM_LOGS) -> Path | None:
 def kill_from_log(text: str) -> tuple[str, str]:
     """The scheduler's reason and detail from slurmstepd's lines in a job log."""
     for pattern, reason in KILL_LINES:
-        match = pattern.search(text)
-        if match:
+        if match := pattern.search(text):
             if reason == "out of memory" and match.groups():
                 used, limit = (int(value) / 2**20 for value in match.groups())
                 return reason, f"used {used:.0f} MB of its {limit:.0f} MB"

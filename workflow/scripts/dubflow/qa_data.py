@@ -338,7 +338,7 @@ def benchmark_files(name: str, settings: dict, source: str, rules) -> list[str]:
         once.append(rules.separate)
     per_language = [(rule, targets) for rule in (rules.translate, rules.synthesize, rules.mix)]
     per_language.append((rules.subtitles, spoken))
-    if "ass" in settings["subtitles"].get("formats", []):
+    if "ass" in settings["subtitles"]["formats"]:
         per_language.append((rules.subtitles_ass, spoken))
     files = [str(rule.benchmark).format(name=name) for rule in once]
     files += [str(rule.benchmark).format(name=name, lang=lang)

@@ -335,10 +335,9 @@ def check_languages(config: dict, samples: dict[str, Sample]) -> None:
         merged = settings_for(config, sample)
         source = merged["source_language"]
         for target in merged["target_languages"]:
-            key = (source, target)
-            if key in seen:
+            if (source, target) in seen:
                 continue
-            seen.add(key)
+            seen.add((source, target))
             if source != target:
                 check_pair(None if source == "auto" else source, target, merged["translation"])
             check_voices(target, merged["tts"])
