@@ -39,16 +39,15 @@ def limit_threads(threads: int) -> None:
         os.environ[variable] = str(max(1, threads))
 
 
-def setup_logging(log_path: str | None) -> logging.Logger:
+def setup_logging(log_path: str) -> logging.Logger:
     """INFO and above to the rule's log file; the terminal only hears about failures."""
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     root.handlers.clear()
-    if log_path:
-        handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler.addFilter(RedactingFilter())
-        root.addHandler(handler)
+    handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
     return logging.getLogger("dubflow")
 
 
@@ -58,7 +57,7 @@ def _raise_on_sigterm(signum: int, frame: Any) -> None:
 
 def run_rule(snakemake: Any, stage: str, function: Callable[..., Any], **kwargs: Any) -> None:
     """Run ``function(**kwargs)`` as the body of rule ``stage``; exit 1 with one sentence on failure."""
-    log_path = snakemake.log[0] if len(snakemake.log) else None
+    log_path = snakemake.log[0]  # every rule has one: `snakemake --lint` (a test) wants it
     log = setup_logging(log_path)
     limit_threads(snakemake.threads)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
@@ -67,8 +66,7 @@ def run_rule(snakemake: Any, stage: str, function: Callable[..., Any], **kwargs:
     for output in snakemake.output:
         for stale in remove_stale_temps(output):
             log.warning("removed %s, left by an interrupted run", stale)
-    record = (stage_record.started(stage, snakemake.wildcards.get("name", "?"), log_path)
-              if log_path else None)
+    record = stage_record.started(stage, snakemake.wildcards.get("name", "?"), log_path)
     try:
         function(**kwargs)
     except DubflowError as error:
@@ -79,8 +77,7 @@ def run_rule(snakemake: Any, stage: str, function: Callable[..., Any], **kwargs:
         _fail(str(error), record)
     except SystemExit as stop:  # SIGTERM: Snakemake cancelling, scancel, a time limit
         log.error("stopped by a signal (exit %s) before the stage finished", stop.code)
-        if record:
-            stage_record.finished(record, "stopped", "stopped by SIGTERM before it finished")
+        stage_record.finished(record, "stopped", "stopped by SIGTERM before it finished")
         raise
     except Exception as error:  # noqa: BLE001 - the one place that turns bugs into a sentence
         log.error("unexpected error:\n%s", traceback.format_exc())
@@ -88,17 +85,15 @@ def run_rule(snakemake: Any, stage: str, function: Callable[..., Any], **kwargs:
         _fail(
             f"stage {stage} failed on {inputs} with an unexpected {type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}; the traceback is in "
-            f"{log_path or 'the rule log'} (please report it)",
+            f"{log_path} (please report it)",
             record,
         )
-    if record:
-        stage_record.finished(record, "done")
+    stage_record.finished(record, "done")
     log.info("stage %s done", stage)
 
 
-def _fail(sentence: str, record: stage_record.StageRecord | None) -> None:
-    if record:
-        stage_record.finished(record, "failed", redact(sentence))
+def _fail(sentence: str, record: stage_record.StageRecord) -> None:
+    stage_record.finished(record, "failed", redact(sentence))
     print(f"dubflow: {redact(sentence)}", file=sys.stderr, flush=True)
     logging.shutdown()
     sys.exit(1)
