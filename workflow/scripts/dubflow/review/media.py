@@ -91,7 +91,6 @@ def picture(video: Path, folder: Path, ffmpeg: dict | None) -> Path | None:
 def proxy(video: Path, dub_wav: Path, lang: str, folder: Path, ffmpeg: dict | None) -> Path:
     """The picture with the ``lang`` dub as its sound, for the page's <video>."""
     with _proxy_lock:  # the page asks for it while it may still be in the making
-        folder.mkdir(parents=True, exist_ok=True)
         pic = picture(video, folder, ffmpeg)
         dest = folder / f"{lang}-{_key(_identity(dub_wav), str(pic))}.webm"
         if dest.is_file():

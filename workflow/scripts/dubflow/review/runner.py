@@ -76,14 +76,13 @@ class Rebuilder:
             return True
 
     def _run(self, on_done) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "w", encoding="utf-8") as log:
             log.write("$ " + " ".join(self.command) + "\n")
             log.flush()
             try:
                 code = subprocess.run(self.command, cwd=self.root, stdout=log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=env).returncode
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
             except OSError as error:
                 log.write(f"could not start snakemake: {error}\n")
                 code = -1
