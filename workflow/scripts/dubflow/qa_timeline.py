@@ -159,9 +159,8 @@ def draw_frame(ax, labels: list[str], t0: float, t1: float) -> None:
 def png_bytes(figure: Figure) -> bytes:
     """The figure as a 64-colour PNG: flat bars and text lose nothing visible, and the
     page of a film with many speakers shrinks about threefold."""
-    canvas = figure.canvas
-    canvas.draw()
-    image = Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
+    figure.canvas.draw()
+    image = Image.fromarray(np.asarray(figure.canvas.buffer_rgba())).convert("RGB")
     out = io.BytesIO()
     image.quantize(colors=64, method=Image.Quantize.FASTOCTREE).save(out, format="PNG")
     return out.getvalue()
