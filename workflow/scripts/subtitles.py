@@ -215,12 +215,9 @@ def cps(cue: Cue) -> float:
 
 def to_ssafile(cues: list[Cue]) -> pysubs2.SSAFile:
     subs = pysubs2.SSAFile()
-    for cue in cues:
-        subs.append(pysubs2.SSAEvent(
-            start=pysubs2.make_time(s=cue.start),
-            end=pysubs2.make_time(s=cue.end),
-            text=cue.text.replace("\n", r"\N"),
-        ))
+    subs.extend(pysubs2.SSAEvent(start=pysubs2.make_time(s=cue.start),
+                                 end=pysubs2.make_time(s=cue.end),
+                                 text=cue.text.replace("\n", r"\N")) for cue in cues)
     return subs
 
 

@@ -300,8 +300,7 @@ def loudness_verdict(loudness: dict) -> tuple[str, str]:
 
 def clock(seconds: float, decimals: int = 1) -> str:
     """h:mm:ss.s for long films, m:ss.s otherwise: what a reviewer types into a player."""
-    seconds = max(seconds, 0.0)
-    minutes, secs = divmod(round(seconds, decimals), 60)
+    minutes, secs = divmod(round(max(seconds, 0.0), decimals), 60)
     hours, minutes = divmod(int(minutes), 60)
     width = 3 + decimals if decimals else 2
     secs_text = f"{secs:0{width}.{decimals}f}"
