@@ -154,13 +154,10 @@ def merge_lines(lines: list[TranslationLine], fit: records.Fit | None,
         line, f = by_id.get(key), fits.get(key) or FitRow(key)
         start = (line.start if line else 0.0) or f.start or 0.0
         end = line.end if line else start + (f.slot_s or 0.0)
-        flags = set(f.flags)
-        if fit and key not in fits:
-            flags.add("unvoiced")  # the mix had nothing to play for it (e.g. empty text)
-        if line and line.full_text:
-            flags.add("condensed")
-        if f.engine_speed:
-            flags.add("voice_faster")
+        flags = set(f.flags) | {flag for flag, on in (
+            ("unvoiced", fit and key not in fits),  # the mix had nothing to play, e.g. empty text
+            ("condensed", line and line.full_text),
+            ("voice_faster", f.engine_speed)) if on}
         segment = source_segment(index, start, end) or {}
         logprob = number(segment.get("avg_logprob"))
         merged.append(DubLine(
