@@ -112,8 +112,7 @@ class Previewer:
         video = self.video
         cfg = video.settings()
         tts = voices.settings(cfg["tts"])
-        folder = video.work / lang
-        lines = synthesize.read_translation(folder / "translation.json").lines
+        lines = synthesize.read_translation(video.work / lang / "translation.json").lines
         for line in lines:
             if line.id == line_id:
                 line.text = text

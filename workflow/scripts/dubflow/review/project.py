@@ -155,13 +155,12 @@ class Video:
         tts_lines = folder / "tts" / "lines.json"
         synthesized = ({row.id: row.voice for row in records.read_tts_lines(tts_lines, STAGE)}
                        if tts_lines.exists() else {})
-        lines = translation.lines
         duration = translation.duration_s or 0.0
-        rooms = condense.rooms([condense.Span(x.id, x.start, x.end) for x in lines])
+        rooms = condense.rooms([condense.Span(x.id, x.start, x.end) for x in translation.lines])
         per_second = (cfg["translation"]["condense"]["chars_per_second"]
                       * cfg["tts"]["max_speed_boost"] * cfg["mix"]["max_speedup"])
         rows = []
-        for line in lines:
+        for line in translation.lines:
             place = placed.get(line.id) or records.FitRow(line.id)
             flags = list(place.flags)
             if place.cut:
