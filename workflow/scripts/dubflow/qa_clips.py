@@ -79,7 +79,7 @@ def plan(languages: list[Language]) -> tuple[dict[str, list[Clip]], dict]:
     manifest: dict[str, dict] = {}
     for lang in languages:
         prefix = prefix_for(lang.code)
-        dubs: list[Clip] = []
+        dubs = cuts.setdefault(lang.code, [])
         entries = manifest.setdefault(lang.code, {})
         for line in lang.lines:
             span = (round(max(line.start - PAD_BEFORE_S, 0.0), 3),
@@ -96,7 +96,6 @@ def plan(languages: list[Language]) -> tuple[dict[str, list[Clip]], dict]:
                 dubs.append(dub)
                 entry["dub"] = dub.file
             entries[line.key] = entry
-        cuts.setdefault(lang.code, []).extend(dubs)
     return cuts, manifest
 
 
