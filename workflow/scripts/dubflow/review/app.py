@@ -49,6 +49,9 @@ TOKEN_HEADER = "x-review-token"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; media-src 'self' blob:; "
        "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
        "frame-ancestors 'none'")
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer",
+                    "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+                    "Cross-Origin-Resource-Policy": "same-origin"}
 #: Voices offered per speaker besides the ones in use.
 VOICE_CHOICES = 12
 
@@ -99,12 +102,6 @@ class Guard:
                                "review command printed.")
 
 
-def security_headers() -> dict[str, str]:
-    return {"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer",
-            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
-            "Cross-Origin-Resource-Policy": "same-origin"}
-
-
 class ReviewApp:
     """The state behind the routes: the video, the engines, the rebuild."""
 
@@ -150,7 +147,7 @@ class ReviewApp:
             checks=sum(row.to_check for row in language.rows),
             source_language=self.video.source_language,
             rebuild=self.rebuilder.status().number)
-        return HTMLResponse(html, headers=security_headers())
+        return HTMLResponse(html, headers=SECURITY_HEADERS)
 
     async def video_file(self, request: Request) -> Response:
         lang = self.lang_of(request)
@@ -158,7 +155,7 @@ class ReviewApp:
                                        self.video.work / lang / "dub.wav", lang,
                                        self.video.root / "cache" / "review" / self.video.name,
                                        self.video.base_config["ffmpeg"])
-        return FileResponse(path, media_type="video/webm", headers=security_headers())
+        return FileResponse(path, media_type="video/webm", headers=SECURITY_HEADERS)
 
     async def clip(self, request: Request) -> Response:
         lang = self.lang_of(request)
@@ -170,7 +167,7 @@ class ReviewApp:
             data = media.clip(self.video.work / lang / "dub.wav", row.play_start, row.play_end)
         else:
             raise ReviewError(f"A clip is of the source or of the dub, not {kind!r}.")
-        return Response(data, media_type="audio/wav", headers=security_headers())
+        return Response(data, media_type="audio/wav", headers=SECURITY_HEADERS)
 
     async def preview(self, request: Request) -> Response:
         body = await _json_body(request)
@@ -181,7 +178,7 @@ class ReviewApp:
             _, spec = self.video.check_voice(lang, row.speaker, spec)
         audio, info = await run_in_threadpool(self.previewer.preview, lang, row.id, text,
                                               spec or None)
-        headers = {**security_headers(), "X-Preview": json.dumps(info)}
+        headers = {**SECURITY_HEADERS, "X-Preview": json.dumps(info)}
         return Response(audio, media_type="audio/wav", headers=headers)
 
     async def apply(self, request: Request) -> Response:
@@ -214,7 +211,7 @@ class ReviewApp:
                 choices.write_choices(self.video.voices_file, {lang: chosen})
             self.rebuilder.start(on_done=self.rebuilt)
         return JSONResponse({"started": True, "lines": sorted(rows), "voices": sorted(chosen)},
-                            status_code=202, headers=security_headers())
+                            status_code=202, headers=SECURITY_HEADERS)
 
     async def status(self, request: Request) -> Response:
         run = self.rebuilder.status()
@@ -223,7 +220,7 @@ class ReviewApp:
                              "error": run.error, "log": run.log if run.state == "failed" else "",
                              "seconds": round((run.finished or time.time()) - run.started, 1)
                              if run.started else 0.0},
-                            headers=security_headers())
+                            headers=SECURITY_HEADERS)
 
 
 async def _json_body(request: Request) -> dict:
@@ -246,7 +243,7 @@ def _field(body: dict, key: str) -> str:
 
 
 def _error(status: int, sentence: str) -> JSONResponse:
-    return JSONResponse({"error": sentence}, status_code=status, headers=security_headers())
+    return JSONResponse({"error": sentence}, status_code=status, headers=SECURITY_HEADERS)
 
 
 def create_app(video: Video, previewer, rebuilder: Rebuilder, port_ref: dict):
