@@ -131,14 +131,12 @@ def convs_as_2d(graph) -> None:
             reshaped.add(weight.name)
             weight.CopyFrom(numpy_helper.from_array(
                 numpy_helper.to_array(weight)[:, :, None, :], weight.name))
-        attrs = {}
-        for attribute in node.attribute:
-            value = helper.get_attribute_value(attribute)
-            if attribute.name in ("kernel_shape", "strides", "dilations"):
-                value = [1, *value]
-            elif attribute.name == "pads":
-                value = [0, value[0], 0, value[1]]
-            attrs[attribute.name] = value
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        for name in ("kernel_shape", "strides", "dilations"):
+            if name in attrs:
+                attrs[name] = [1, *attrs[name]]
+        if "pads" in attrs:
+            attrs["pads"] = [0, attrs["pads"][0], 0, attrs["pads"][1]]
         wide, out = f"{node.output[0]}_4d_in", f"{node.output[0]}_4d_out"
         nodes += [helper.make_node("Unsqueeze", [node.input[0], AXIS_NAME], [wide],
                                    name=f"{node.name}_unsqueeze"),
