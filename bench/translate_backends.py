@@ -106,7 +106,10 @@ def main() -> int:
             # Only an English voice ships: the transcript claims Spanish so that Whisper's
             # translate task runs for real (English speech in, English text out).
             whisper_transcript = write_transcript(work / "w.json", spoken, "es", times)
-            asr = {"model": str(ROOT / "models" / "whisper-base"), "compute_type": "int8"}
+            from dubflow.config_schema import section
+
+            asr = section("asr", {"model": str(ROOT / "models" / "whisper-base"),
+                                  "compute_type": "int8"})
             results.append(measure("whisper", whisper_transcript, "en", settings("whisper"),
                                    work, args.threads, asr=asr, audio_path=wav))
         if "none" not in args.skip:

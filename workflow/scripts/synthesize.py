@@ -12,7 +12,7 @@ film re-synthesizes that line only; the others are hard-linked from the cache.
 The folder is built as a hidden sibling and renamed into place when complete, so a
 killed job never leaves a folder that looks finished.
 
-Why one stage file of about 550 lines: the steps of the job (voice choice, the line
+Why one stage file of about 530 lines: the steps of the job (voice choice, the line
 cache, speed prediction, the speak-faster pass, the atomic folder) share one
 :class:`Engines` and one cache layout. How a voice is chosen (voices.py) and how it
 speaks (tts_backends.py, kokoro_voice.py) already live in the package; what is left here

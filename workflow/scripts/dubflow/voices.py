@@ -23,7 +23,7 @@ gets it, the others the rest of the list), e.g. ``espeak:pt-br`` for Brazilian v
 Everything here is cheap (no model is loaded), so :func:`check_voices` runs when
 Snakemake builds the DAG and a bad voice stops the run before any job starts.
 
-Why one module of about 550 lines: the rules above are one ordered list, so resolving a
+Why one module of about 510 lines: the rules above are one ordered list, so resolving a
 configured voice and building the automatic candidates must agree on what a spec means
 for every backend, and :func:`check_voices` runs both at DAG-build time.
 """
