@@ -16,7 +16,7 @@ How (each step's module says why it works that way):
 4. The mkv's track is encoded from dub.wav in pieces that are kept, so an edit encodes
    again only the piece it changed (:mod:`dubflow.mix_track`).
 
-This script resolves the ``mix:`` section (:mod:`dubflow.mix_settings`), runs the three
+This script resolves the ``mix:`` section (:mod:`dubflow.mix_settings`), runs the four
 steps and writes fit.json.
 """
 
@@ -31,9 +31,9 @@ from dubflow.errors import InputError
 from dubflow.ffmpeg_safe import probe, require_audio
 from dubflow.mix_control import duck_intervals, placed_lines, restore_spans, write_control
 from dubflow.mix_lines import GAP_S, read_lines, voice_rate
-from dubflow.mix_track import encode_track
 from dubflow.mix_render import read_gain_memo, render_normalised, write_gain_memo
 from dubflow.mix_settings import STAGE, settings
+from dubflow.mix_track import encode_track
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from dubflow.ffmpeg_needs import codec, filter_, muxer
 from dubflow.ffmpeg_safe import file_arg, run_ffmpeg
 from dubflow.mix_control import CONTROL_SUBTYPE, control_channels
 from dubflow.mix_lines import sped_up, tempo_filter
-from dubflow.mix_track import encode_track
 from dubflow.mix_settings import LAYOUTS, STAGE, MixSettings, settings
+from dubflow.mix_track import encode_track
 
 log = logging.getLogger(__name__)
 

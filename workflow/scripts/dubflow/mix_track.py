@@ -97,19 +97,18 @@ class Piece:
         return "mka" if self.index == 0 else "aac"
 
 
-def pieces(dub_wav: Path, cfg: MixSettings, build: str, piece_frames: int) -> list[Piece]:
+def pieces(dub_wav: Path, frames: int, rate: int, cfg: MixSettings, build: str,
+           piece_frames: int) -> list[Piece]:
     """The track's pieces, each keyed by what its frames depend on: its samples (pre- and
     post-roll included), where it sits in them, the encoder's settings and the build."""
-    info = sf.info(str(dub_wav))
-    total = -(-info.frames // FRAME) + 1  # the encoder's packets, priming included
+    total = -(-frames // FRAME) + 1  # the encoder's packets, priming included
     found = []
     for index, first in enumerate(range(0, total, piece_frames)):
         keep = None if first + piece_frames >= total else piece_frames
         begin = max(0, first - PREROLL) * FRAME
-        end = info.frames if keep is None else min(info.frames,
-                                                    (first + keep + POSTROLL) * FRAME)
+        end = frames if keep is None else min(frames, (first + keep + POSTROLL) * FRAME)
         samples = sf.read(str(dub_wav), start=begin, stop=end, dtype="int32")[0]
-        head = repr((build, dub_codec(cfg), info.samplerate, samples.shape, first - begin // FRAME,
+        head = repr((build, dub_codec(cfg), rate, samples.shape, first - begin // FRAME,
                      keep, index == 0))
         found.append(Piece(index, first, keep, begin, end,
                            hashlib.sha256(head.encode() + samples.tobytes()).hexdigest()))
@@ -126,39 +125,42 @@ def encode_track(dub_wav: Path, track: Path, cfg: MixSettings, cache_dir: Path |
     single-threaded): the bench's first mix of 10 minutes took 22.9 s with one and 17.0 s
     with two, as long as when the encoder ran inside the mixing pass (17.5 s)."""
     build = binary_version(resolve_binary("ffmpeg", ffmpeg_settings(ffmpeg).ffmpeg))[0]
-    found = pieces(dub_wav, cfg, build, piece_frames)
+    info = sf.info(str(dub_wav))
+    found = pieces(dub_wav, info.frames, info.samplerate, cfg, build, piece_frames)
+    cached = {piece.index: cache_dir / f"{piece.key}.{piece.kind}" if cache_dir else None
+              for piece in found}
     with scratch_dir(track) as work:
         coded = {piece.index: work / f"{piece.index}.{piece.kind}" for piece in found}
         missing = [piece for piece in found
-                   if not (cache_dir and (cache_dir / f"{piece.key}.{piece.kind}").is_file())]
+                   if not (cached[piece.index] and cached[piece.index].is_file())]
         groups = [missing[i::threads] for i in range(min(threads, len(missing)))]
         with ThreadPoolExecutor(max(1, len(groups))) as pool:
-            list(pool.map(lambda group: _encode(dub_wav, group, coded, cfg, ffmpeg), groups))
+            list(pool.map(lambda group: _encode(dub_wav, info.duration, group, coded, cfg,
+                                                ffmpeg), groups))
         parts = []
         for piece in found:
-            cached = cache_dir / f"{piece.key}.{piece.kind}" if cache_dir else None
+            keep = cached[piece.index]
             if piece in missing:
                 data = _kept(piece, coded[piece.index], work, ffmpeg)
-                if cached is not None:
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    with atomic_path(cached) as tmp:
+                if keep is not None:
+                    with atomic_path(keep) as tmp:
                         tmp.write_bytes(data)
             else:
-                data = cached.read_bytes()
+                data = keep.read_bytes()
             parts.append(data)
         with atomic_path(track) as tmp:
             if len(parts) > 1:
-                _join(work, parts[0], piece_frames, b"".join(parts[1:]), tmp,
-                      sf.info(str(dub_wav)).samplerate, ffmpeg)
+                _join(work, parts[0], piece_frames, b"".join(parts[1:]), tmp, info.samplerate,
+                      ffmpeg)
             else:
                 tmp.write_bytes(parts[0])
     log.info("dub track: %d piece(s) of %.0f s encoded, %d from the cache", len(missing),
-             piece_frames * FRAME / sf.info(str(dub_wav)).samplerate, len(found) - len(missing))
+             piece_frames * FRAME / info.samplerate, len(found) - len(missing))
     return len(missing), len(found) - len(missing)
 
 
-def _encode(dub_wav: Path, missing: list[Piece], coded: dict[int, Path], cfg: MixSettings,
-            ffmpeg: dict | None) -> None:
+def _encode(dub_wav: Path, duration_s: float, missing: list[Piece], coded: dict[int, Path],
+            cfg: MixSettings, ffmpeg: dict | None) -> None:
     """Encode the pieces in one pass over dub.wav: each is cut out sample-exactly and has
     an encoder and an output file of its own (the first one Matroska, the others ADTS)."""
     graph = ["[0:a]" + filter_("asplit", len(missing))
@@ -173,7 +175,7 @@ def _encode(dub_wav: Path, missing: list[Piece], coded: dict[int, Path], cfg: Mi
                     file_arg(coded[piece.index])]
     run_ffmpeg(["-i", file_arg(dub_wav), "-filter_complex", ";".join(graph), *outputs],
                stage=STAGE, path=dub_wav, config=ffmpeg,
-               media_duration_s=sf.info(str(dub_wav)).duration)
+               media_duration_s=duration_s)
 
 
 def _kept(piece: Piece, coded: Path, work: Path, ffmpeg: dict | None) -> bytes:
