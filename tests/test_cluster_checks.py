@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
 from dubflow import cluster
 
 NO_ACCOUNTING = {"AccountingStorageType": "accounting_storage/none", "MinJobAge": "300 sec"}
@@ -18,16 +16,16 @@ def test_squeue_is_kept_without_accounting_when_finished_jobs_are_remembered():
     assert cluster.status_method("squeue", NO_ACCOUNTING) == ("squeue", "")
 
 
-@pytest.fixture
-def with_sacct(monkeypatch):
+def pretend_sacct(monkeypatch, installed: bool) -> None:
     """The decisions below depend on whether sacct is installed; CI machines without SLURM
-    have none, so the test says which case it checks instead of taking the machine's."""
+    have none, so each test says which case it checks instead of taking the machine's."""
     real = shutil.which
-    monkeypatch.setattr(cluster.shutil, "which",
-                        lambda name: "/usr/bin/sacct" if name == "sacct" else real(name))
+    monkeypatch.setattr(cluster.shutil, "which", lambda name: (
+        ("/usr/bin/sacct" if installed else None) if name == "sacct" else real(name)))
 
 
-def test_a_short_min_job_age_without_accounting_would_hang_and_is_refused(with_sacct):
+def test_a_short_min_job_age_without_accounting_would_hang_and_is_refused(monkeypatch):
+    pretend_sacct(monkeypatch, installed=True)
     method, problem = cluster.status_method("squeue", {**NO_ACCOUNTING, "MinJobAge": "60 sec"})
     assert method == "sacct"  # what the plugin would fall back to
     assert problem.startswith("this SLURM cluster has no accounting database and forgets "
@@ -35,15 +33,14 @@ def test_a_short_min_job_age_without_accounting_would_hang_and_is_refused(with_s
 
 
 def test_without_sacct_squeue_stays_and_a_short_min_job_age_is_refused(monkeypatch):
-    real = shutil.which
-    monkeypatch.setattr(cluster.shutil, "which",
-                        lambda name: None if name == "sacct" else real(name))
+    pretend_sacct(monkeypatch, installed=False)
     method, problem = cluster.status_method("squeue", {**NO_ACCOUNTING, "MinJobAge": "60 sec"})
     assert method == "squeue"
     assert problem.startswith("this SLURM cluster forgets finished jobs after MinJobAge=60 s")
 
 
-def test_sacct_is_fine_with_an_accounting_database(with_sacct):
+def test_sacct_is_fine_with_an_accounting_database(monkeypatch):
+    pretend_sacct(monkeypatch, installed=True)
     conf = {"AccountingStorageType": "accounting_storage/slurmdbd", "MinJobAge": "60"}
     assert cluster.status_method("sacct", conf)[1] == ""
 
