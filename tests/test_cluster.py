@@ -173,11 +173,15 @@ def killed(season, cluster):
     jobs is scancel'ed once its stage has started, the other is killed for memory."""
     workspace, first, _, _ = season
     assert first.returncode == 0
-    # diarize's own peak (benchmark); SLURM also counts the job's Snakemake (~200 MB), so a
-    # limit of the peak is exceeded and twice the peak is not
+    # diarize's own peak (benchmark) is reached at its end and held for about 1.5 s; SLURM
+    # polls memory once a second and also counts the job's Snakemake (~150-200 MB). A limit
+    # of the peak itself was crossed for only about 2 s, and one CI run missed it. At 0.8 of
+    # the peak the job is over its limit for about 6 s, and twice that limit (the retry's)
+    # still leaves 200 MB above the job's whole peak.
     peak = max(float(next(csv.DictReader(open(workspace / "benchmarks" / video / "diarize.tsv"),
                                          delimiter="\t"))["max_rss"]) for video in VIDEOS)
-    profile = small_diarize_profile(workspace, int(peak))
+    limit = int(0.8 * peak)
+    profile = small_diarize_profile(workspace, limit)
     before = {video: (workspace / "work" / video / "audio.wav").stat().st_mtime for video in VIDEOS}
     # as if the season were new: without its mkv and its speaker ids, a video needs every
     # stage from diarize on after a kill (Snakemake does not rebuild missing intermediate
@@ -202,11 +206,11 @@ def killed(season, cluster):
                     break
         time.sleep(0.2)
     output, _ = run.communicate(timeout=600)
-    return workspace, profile, run.returncode, output, victim, before, int(peak)
+    return workspace, profile, run.returncode, output, victim, before, limit
 
 
 def test_the_batch_summary_names_the_video_the_stage_and_the_schedulers_reason(killed):
-    workspace, _, returncode, output, victim, _, peak = killed
+    workspace, _, returncode, output, victim, _, limit = killed
     assert victim, output[-3000:]
     assert returncode != 0
     rows = summary(workspace)
@@ -214,7 +218,7 @@ def test_the_batch_summary_names_the_video_the_stage_and_the_schedulers_reason(k
     oom = next(video for video in VIDEOS if video != cancelled)
     assert rows[oom]["status"] == "failed", rows
     assert rows[oom]["reason"].startswith("stage diarize was killed by SLURM: out of memory (job ")
-    assert f"of its {peak} MB" in rows[oom]["reason"], rows[oom]
+    assert f"of its {limit} MB" in rows[oom]["reason"], rows[oom]
     assert rows[cancelled]["reason"] == f"stage diarize was killed by SLURM: cancelled (job {job_id})"
     assert rows[cancelled]["log"].endswith(f"/{job_id}.log")
     assert (workspace / rows[cancelled]["log"]).is_file()
@@ -234,12 +238,12 @@ def resumed(killed, cluster):
 
 def test_a_job_killed_for_memory_is_retried_with_twice_as_much(resumed, killed):
     _, _, run, squeue, _ = resumed
-    peak = killed[-1]
+    limit = killed[-1]
     assert run.returncode == 0, run.stderr[-4000:]
     for video in VIDEOS:
         mine = [job for job in squeue if job["comment"] == f"rule_diarize_wildcards_{video}"]
         attempts = [(mb(job["mem"]), job["state"]) for job in mine]
-        assert (peak, "FAILED") in attempts and (2 * peak, "COMPLETED") in attempts, attempts
+        assert (limit, "FAILED") in attempts and (2 * limit, "COMPLETED") in attempts, attempts
 
 
 def test_the_same_command_resumes_after_the_kills(resumed, killed):
