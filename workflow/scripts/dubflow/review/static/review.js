@@ -246,8 +246,9 @@ async function poll() {
   if (status.state === "running") {
     progress.max = Math.max(1, status.total);
     progress.value = status.done;
-    text.textContent = "Rebuilding: " + status.done + " of " + (status.total || "?") +
-      " steps done (" + status.seconds + " s)";
+    // until Snakemake has planned the run, its log has no step count to show
+    text.textContent = (status.total ? "Rebuilding: " + status.done + " of " + status.total +
+      " steps done" : "Rebuilding: planning the steps") + " (" + status.seconds + " s)";
     log.hidden = true;
     setTimeout(poll, 1000);
   } else if (status.state === "failed") {
