@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from dubflow.kokoro_voice import (
     STAMP_FILE,
     VOICES_FILE,
     KokoroBackend,
+    Stopped,
     check_model,
     install_model,
     kokoro_language,
@@ -159,6 +162,26 @@ def test_synthesize_portuguese(backend, gongitsune_clips):
     # the language argument wins over the spec's lang parameter
     english, _ = backend.synthesize("Good morning.", GONGITSUNE, language="en")
     assert len(english) > 0
+
+
+@pytest.mark.model
+def test_a_line_stopped_from_another_thread_ends_early_and_the_voice_still_speaks(
+        backend, gongitsune_clips):
+    """The review app stops a preview nobody will hear (a newer text came for its line)."""
+    stopper = threading.Timer(0.2, backend.stop)
+    stopper.start()
+    started = time.monotonic()
+    with pytest.raises(Stopped):
+        backend.synthesize(PORTUGUESE[0], GONGITSUNE)
+    stopped_after = time.monotonic() - started
+    with pytest.raises(Stopped):  # stopped until go(): a line asked for meanwhile is not made
+        backend.synthesize(PORTUGUESE[1], GONGITSUNE)
+    backend.go()
+    started = time.monotonic()
+    audio, _ = backend.synthesize(PORTUGUESE[0], GONGITSUNE)
+    whole = time.monotonic() - started
+    np.testing.assert_array_equal(audio, gongitsune_clips[0])  # the session is unharmed
+    assert stopped_after < whole, (stopped_after, whole)
 
 
 @pytest.mark.model

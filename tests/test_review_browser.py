@@ -41,7 +41,9 @@ def workspace(tmp_path_factory):
     audio, _ = conversation(round_robin(["joe", "espeak_f3"], LINES[:8]), seed=3)
     video = media / "talk.mp4"
     make_video(write_wav(media / "talk.wav", audio), video)
-    ws = make_workspace(tmp_path_factory.mktemp("ws"), {NAME: video}, fast=True)
+    # Kokoro is not the configured voice but may be chosen in the page (tests below do)
+    ws = make_workspace(tmp_path_factory.mktemp("ws"), {NAME: video}, fast=True,
+                        tts={"kokoro_model": str(ROOT / "models" / "kokoro")})
     run = snakemake(ws, f"out/{NAME}.mkv", f"out/{NAME}.report.html")
     assert run.returncode == 0, run.stderr[-3000:]
     return ws
@@ -119,6 +121,38 @@ def test_requests_without_the_token_naming_paths_or_bad_lines_are_refused(app, w
         sentence = response.json()["error"]
         assert sentence.endswith(".") and "\n" not in sentence, (what, sentence)
     assert not (workspace / "edits").exists()  # nothing was written
+
+
+def test_a_newer_text_for_a_line_stops_the_preview_of_the_older_one(app):
+    """The page asks for a preview whenever the reviewer pauses typing. A pause mid-sentence
+    starts one nobody will hear; the finished sentence must not wait for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, token = app
+    voice = "kokoro:jm_kumo"  # a voice that takes seconds per line
+    # another line first: the voice is loaded and the app is idle (a preview waiting for
+    # the app's lock is refused as superseded without being stopped)
+    warm = post(base, token, "/api/preview",
+                {"lang": "pt", "id": "0001", "voice": voice, "text": "Bom dia a todos."})
+    assert warm.status_code == 200, warm.text
+    older = {"lang": "pt", "id": "0003", "voice": voice,
+             "text": "Eu olhei para os números na noite passada e eles não batem"}
+    newer = {**older, "text": "Eu olhei os números ontem à noite e eles não batem."}
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(post, base, token, "/api/preview", older)
+        time.sleep(0.5)  # the older text is being voiced: about 2 s of Kokoro
+        second = post(base, token, "/api/preview", newer)
+        first = first.result()
+    assert second.status_code == 200, second.text
+    assert first.status_code == 409, (first.status_code, first.text[:200])
+    assert first.json()["error"] == ("Line 0003 was edited again before its preview was "
+                                     "ready; preview the newer text.")
+    # the voice is unharmed: the older text, asked for again, is made and sounds different
+    again = post(base, token, "/api/preview", older)
+    assert again.status_code == 200, again.text
+    assert again.content != second.content
+    audio, _ = sf.read(io.BytesIO(again.content))
+    assert np.sqrt(np.mean(audio ** 2)) > 0.01
 
 
 def page_audio(driver, line_id: str) -> tuple[np.ndarray, int]:

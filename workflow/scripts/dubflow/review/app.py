@@ -40,6 +40,7 @@ from starlette.staticfiles import StaticFiles
 from dubflow import voices
 from dubflow.errors import DubflowError
 from dubflow.review import choices, media
+from dubflow.review.preview import Superseded
 from dubflow.review.project import ReviewError, Unknown, Video, write_edits
 from dubflow.review.runner import Rebuilder
 
@@ -252,7 +253,10 @@ def create_app(video: Video, previewer, rebuilder: Rebuilder, port_ref: dict):
     state = ReviewApp(video, previewer, rebuilder, token)
 
     async def refused(request: Request, error: Exception) -> Response:
-        return _error(404 if isinstance(error, Unknown) else 400, str(error))
+        # a superseded preview conflicts with the newer text's, which is the answer
+        status = next((code for kind, code in ((Unknown, 404), (Superseded, 409))
+                       if isinstance(error, kind)), 400)
+        return _error(status, str(error))
 
     async def on_error(request: Request, error: Exception) -> Response:
         return _error(500, f"The app failed on this request ({type(error).__name__}); "

@@ -25,6 +25,8 @@ import soundfile as sf
 
 import synthesize
 from dubflow import fit, mix_control, mix_lines, mix_render, mix_settings, voices
+from dubflow.errors import DubflowError
+from dubflow.kokoro_voice import Stopped
 from dubflow.review.media import read_span, wav_bytes
 from dubflow.review.project import Video
 
@@ -36,10 +38,24 @@ CONTEXT_S = 0.6
 KEEP_PREVIEWS = 32
 
 
+class Superseded(DubflowError):
+    """A preview given up because a newer text for the same line was asked for."""
+
+    @classmethod
+    def of(cls, line_id: str) -> Superseded:
+        return cls(f"Line {line_id} was edited again before its preview was ready; "
+                   f"preview the newer text.")
+
+
 class Engines(synthesize.Engines):
     """The synthesize stage's engines, but Kokoro runs one line on all the app's threads,
     spinning between operators (the stage runs several lines at once, one thread each and
     no spinning; a preview is one line that a person waits for)."""
+
+    def __init__(self, tts: dict, language: str, threads: int,
+                 stopping: threading.Event) -> None:
+        super().__init__(tts, language, threads)
+        self.stopping = stopping  # set: the preview being made is no longer wanted
 
     def get(self, voice: voices.Voice):
         if voice.backend != "kokoro":
@@ -51,7 +67,14 @@ class Engines(synthesize.Engines):
 
                 self._loaded[key] = KokoroBackend(voice.model_path, threads=self.threads,
                                                   spin=True)
-            return self._loaded[key]
+            engine = self._loaded[key]
+        if self.stopping.is_set():  # a newer text came while the voice was loading
+            engine.stop()
+        return engine
+
+    def stoppable(self) -> list:
+        """The loaded voices whose line in progress can be stopped (Kokoro's)."""
+        return [engine for engine in list(self._loaded.values()) if hasattr(engine, "stop")]
 
 
 class Previewer:
@@ -62,10 +85,16 @@ class Previewer:
         self._engines: dict[str, Engines] = {}
         self._lock = threading.Lock()  # one preview at a time: they share the engines
         self._made: collections.OrderedDict = collections.OrderedDict()
+        # the newest text asked for per line, and the preview being made: a newer text
+        # for the same line stops the older one (see preview); one lock orders both
+        self._newest: dict[tuple[str, str], tuple] = {}
+        self._making: tuple | None = None
+        self._state = threading.Lock()
+        self._stopping = threading.Event()
 
     def engines(self, lang: str, tts: dict) -> Engines:
         if lang not in self._engines:
-            self._engines[lang] = Engines(tts, lang, self.threads)
+            self._engines[lang] = Engines(tts, lang, self.threads, self._stopping)
         return self._engines[lang]
 
     def forget(self) -> None:
@@ -95,17 +124,52 @@ class Previewer:
 
     def preview(self, lang: str, line_id: str, text: str, voice_spec: str | None = None
                 ) -> tuple[bytes, dict]:
-        """WAV bytes of the line said as ``text``, in place, and what the fit did to it."""
+        """WAV bytes of the line said as ``text``, in place, and what the fit did to it.
+
+        A newer text for the same line stops this one (:class:`Superseded`): the page asks
+        for a preview whenever the reviewer pauses, so a pause mid-sentence starts one
+        that nobody will hear, and without the stop the click on the finished sentence
+        would wait for it, two seconds and more. Other lines' previews are never stopped.
+        """
         key = (lang, line_id, text, voice_spec)
+        with self._state:
+            self._newest[key[:2]] = key
+            if self._making is not None and self._making[:2] == key[:2] and self._making != key:
+                self._stop(True)
         with self._lock:
             if key not in self._made:
-                with tempfile.TemporaryDirectory(prefix="dubflow-preview-") as scratch:
-                    self._made[key] = self._preview(lang, line_id, text, voice_spec,
-                                                    Path(scratch))
+                with self._state:
+                    if self._newest.get(key[:2]) != key:
+                        raise Superseded.of(line_id)
+                    self._stop(False)
+                    self._making = key
+                try:
+                    with tempfile.TemporaryDirectory(prefix="dubflow-preview-") as scratch:
+                        self._made[key] = self._preview(lang, line_id, text, voice_spec,
+                                                        Path(scratch))
+                except Stopped:
+                    raise Superseded.of(line_id) from None
+                finally:
+                    with self._state:
+                        self._making = None
                 while len(self._made) > KEEP_PREVIEWS:
                     self._made.popitem(last=False)
             self._made.move_to_end(key)
             return self._made[key]
+
+    def _stop(self, stop: bool) -> None:
+        """Stop the Kokoro line being made (and any voice still loading), or let lines be
+        made again."""
+        if stop:
+            self._stopping.set()
+        else:
+            self._stopping.clear()
+        for engines in list(self._engines.values()):
+            for engine in engines.stoppable():
+                if stop:
+                    engine.stop()
+                else:
+                    engine.go()
 
     def _preview(self, lang: str, line_id: str, text: str, voice_spec: str | None,
                  scratch: Path) -> tuple[bytes, dict]:
