@@ -40,8 +40,7 @@ from starlette.staticfiles import StaticFiles
 from dubflow import voices
 from dubflow.errors import DubflowError
 from dubflow.review import choices, media
-from dubflow.review.preview import Superseded
-from dubflow.review.project import ReviewError, Unknown, Video, write_edits
+from dubflow.review.project import ReviewError, Superseded, Unknown, Video, write_edits
 from dubflow.review.runner import Rebuilder
 
 HERE = Path(__file__).resolve().parent

@@ -25,10 +25,9 @@ import soundfile as sf
 
 import synthesize
 from dubflow import fit, mix_control, mix_lines, mix_render, mix_settings, voices
-from dubflow.errors import DubflowError
 from dubflow.kokoro_voice import Stopped
 from dubflow.review.media import read_span, wav_bytes
-from dubflow.review.project import Video
+from dubflow.review.project import Superseded, Video
 
 log = logging.getLogger(__name__)
 #: Seconds of the dub played before and after the edited line.
@@ -36,15 +35,6 @@ CONTEXT_S = 0.6
 #: Previews kept in memory: asking again for the same text (the page prefetches while
 #: the reviewer types, then plays on the click) costs nothing.
 KEEP_PREVIEWS = 32
-
-
-class Superseded(DubflowError):
-    """A preview given up because a newer text for the same line was asked for."""
-
-    @classmethod
-    def of(cls, line_id: str) -> Superseded:
-        return cls(f"Line {line_id} was edited again before its preview was ready; "
-                   f"preview the newer text.")
 
 
 class Engines(synthesize.Engines):

@@ -36,6 +36,15 @@ class Unknown(ReviewError):
     """A request names a language, line or speaker this video does not have (HTTP 404)."""
 
 
+class Superseded(ReviewError):
+    """A preview given up because a newer text for the same line was asked for (HTTP 409)."""
+
+    @classmethod
+    def of(cls, line_id: str) -> Superseded:
+        return cls(f"Line {line_id} was edited again before its preview was ready; "
+                   f"preview the newer text.")
+
+
 def load_config(root: Path, configfiles: list[str | Path] = ()) -> dict:
     """The config a Snakemake run in ``root`` sees: the workflow's defaults, then each
     ``--configfile`` in order (nested keys merged, as Snakemake does), checked and filled
